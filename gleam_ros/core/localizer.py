@@ -1,0 +1,272 @@
+"""The localization pipeline for one camera frame: embed → search → verify → filter.
+
+One definition of the pipeline: the ``gleam`` CLI, the evaluation, the benchmarks and the ROS
+nodes all call :class:`Localizer`. A frame yields ranked :class:`Hypothesis` objects and, only
+when geometry verified it and the temporal filter accepts it, a trusted fix. Without trustworthy
+geometry there is no fix: the localizer says nothing rather than lie.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .camera import CameraIntrinsics
+from .encoder import embed_rotations
+from .errors import ConfigError, InputError
+from .filter import FilterConfig, FilterOutput, FixFilter
+from .geo import distance_m
+from .index import SearchHit, TileIndex
+from .preprocess import MODALITIES, check_image
+from .verify import Priors, Verification, VerifyConfig, Verifier
+
+# Hypothesis status, as in gleam_ros/msg/GeoPoseHypothesis.
+STATUS_RETRIEVED = "retrieved"  # embedding retrieval only
+STATUS_REJECTED = "rejected"  # geometry tried and failed
+STATUS_VERIFIED = "verified"  # geometry passed
+STATUS_TRUSTED = "trusted"  # verified and accepted by the temporal filter
+
+
+@dataclass(frozen=True)
+class PositionPrior:
+    """Search only tiles whose centre lies within ``radius_m`` of (lat, lon)."""
+
+    lat: float
+    lon: float
+    radius_m: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lat) and math.isfinite(self.lon) and -90 <= self.lat <= 90
+                and -180 <= self.lon <= 180):
+            raise InputError(f"position prior out of range: ({self.lat}, {self.lon})")
+        if not (self.radius_m > 0):
+            raise InputError(f"position prior radius must be positive, got {self.radius_m}")
+
+
+@dataclass(frozen=True)
+class LocalizerConfig:
+    """Pipeline settings (the node's parameters and the CLI's options map onto these)."""
+
+    modality: str = "uav"
+    top_k: int = 6  # retrieval candidates verified per frame
+    n_rotations: int = 8  # yaw hypotheses embedded when the heading is unknown (1 = no TTA)
+    stop_inliers: int = 200  # stop verifying candidates once a verified one has this many inliers
+    track_prior: bool = True  # restrict search around the filter's own track while it is trusted
+    track_radius_min_m: float = 60.0  # smallest search radius around the track
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"LocalizerConfig.modality must be one of {MODALITIES}, got {self.modality!r}")
+        for name, lo in (("top_k", 1), ("n_rotations", 1), ("stop_inliers", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ConfigError(f"LocalizerConfig.{name} must be an integer >= {lo}, got {v!r}")
+        if not (self.track_radius_min_m > 0 and math.isfinite(self.track_radius_min_m)):
+            raise ConfigError(f"LocalizerConfig.track_radius_min_m must be a positive number, got {self.track_radius_min_m!r}")
+
+
+@dataclass
+class Hypothesis:
+    """One ranked geo-pose hypothesis for a frame (maps onto gleam_ros/msg/GeoPoseHypothesis)."""
+
+    tile_id: str
+    similarity: float
+    status: str
+    lat: float = math.nan
+    lon: float = math.nan
+    alt_m: float = math.nan  # camera height above ground
+    heading_deg: float = math.nan
+    heading_std_deg: float = math.nan
+    cov_en: np.ndarray = field(default_factory=lambda: np.full((2, 2), np.nan))
+    inliers: int = 0
+    reason: str = ""
+    method: str = ""
+    prior_used: bool = False
+    filtered: bool = False  # position is the temporal filter's estimate
+    gated: bool = False  # rejected by the filter's innovation gate
+    tile_lat: float = math.nan  # retrieved tile's centre
+    tile_lon: float = math.nan
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict (NaN becomes None)."""
+        d = asdict(self)
+        d["cov_en"] = self.cov_en.tolist()
+        return _nan_to_none(d)
+
+
+@dataclass
+class LocalizationResult:
+    """Everything the pipeline concluded about one frame."""
+
+    t: float
+    hypotheses: list[Hypothesis]
+    fix: Hypothesis | None  # the trusted fix, or None
+    filter: FilterOutput | None
+    timings_ms: dict[str, float]
+    prior: PositionPrior | None = None
+    best_verification: Verification | None = None
+
+    @property
+    def has_trusted_fix(self) -> bool:
+        """Whether this frame produced a fix to rely on."""
+        return self.fix is not None
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary."""
+        return _nan_to_none({
+            "t": self.t,
+            "has_trusted_fix": self.has_trusted_fix,
+            "fix": self.fix.to_dict() if self.fix else None,
+            "hypotheses": [h.to_dict() for h in self.hypotheses],
+            "filter": {"trusted": self.filter.trusted, "accepted": self.filter.accepted,
+                       "reason": self.filter.reason} if self.filter else None,
+            "prior": asdict(self.prior) if self.prior else None,
+            "timings_ms": self.timings_ms,
+        })
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+class Localizer:
+    """Localize camera frames against a satellite tile index; keeps the temporal track.
+
+    Args:
+        backend: an encoder backend (``TorchBackend`` / ``OnnxBackend``) whose fingerprint the
+            index was built with (checked by ``TileIndex.load``).
+        index: the loaded tile index (with tile images for verification).
+        cfg: pipeline settings.
+        intrinsics: default camera intrinsics (per-frame ones passed to :meth:`localize` win).
+    """
+
+    def __init__(self, backend, index: TileIndex, cfg: LocalizerConfig | None = None,
+                 intrinsics: CameraIntrinsics | None = None) -> None:
+        self.backend = backend
+        self.index = index
+        self.cfg = cfg or LocalizerConfig()
+        self.intrinsics = intrinsics
+        if index.fingerprint != backend.fingerprint:
+            raise ConfigError(f"index built with encoder {index.fingerprint}, backend is {backend.fingerprint}")
+        if not index.has_images:
+            raise ConfigError("the tile index holds no tile images: rebuild it with images to verify geometry")
+        self.verifier = Verifier(self.cfg.verify)
+        self.filter = FixFilter(self.cfg.filter)
+        self._last_t: float | None = None
+
+    def reset(self) -> None:
+        """Forget the track (e.g. after a relocation or a long gap)."""
+        self.filter.reset()
+        self._last_t = None
+
+    def _track_prior(self, t: float) -> PositionPrior | None:
+        if not (self.cfg.track_prior and self.filter.has_trusted_fix and self._last_t is not None):
+            return None
+        est = self.filter.predict(t) if t >= self._last_t else None
+        if est is None or not est.trusted or not math.isfinite(est.lat):
+            return None
+        # The predicted covariance already grows with the time since the last fix (motion bound).
+        sigma = math.sqrt(max(float(np.trace(est.cov_en)), 0.0))
+        radius = max(self.cfg.track_radius_min_m, 3.0 * sigma)
+        return PositionPrior(est.lat, est.lon, radius)
+
+    def localize(self, image: np.ndarray, t: float | None = None, intrinsics: CameraIntrinsics | None = None,
+                 priors: Priors | None = None, position_prior: PositionPrior | None = None) -> LocalizationResult:
+        """Run the whole pipeline on one RGB frame.
+
+        Args:
+            image: (H, W, 3) uint8 RGB (gray and RGBA accepted); anything else raises InputError.
+            t: frame time in seconds (monotonic within a sequence); default: wall clock.
+            intrinsics: camera intrinsics of this frame (enables the exact planar pose).
+            priors: altitude / heading / attitude priors for verification.
+            position_prior: restrict the search (e.g. from GPS before it was lost). Without one,
+                the localizer uses its own trusted track as the prior.
+        """
+        t0 = time.perf_counter()
+        rgb = check_image(image, "frame")
+        t = time.time() if t is None else float(t)
+        if not math.isfinite(t):
+            raise InputError(f"frame time must be finite, got {t}")
+        intr = intrinsics or self.intrinsics
+        if intr is not None and (intr.width, intr.height) != (rgb.shape[1], rgb.shape[0]):
+            raise InputError(
+                f"camera intrinsics are for {intr.width}x{intr.height} images, frame is {rgb.shape[1]}x{rgb.shape[0]}")
+        timings: dict[str, float] = {}
+        prior = position_prior or self._track_prior(t)
+
+        t1 = time.perf_counter()
+        n_rot = self.cfg.n_rotations if self.cfg.modality in ("uav", "satellite", "map", "panorama") else 1
+        if n_rot > 1:
+            queries = embed_rotations(self.backend, rgb, self.cfg.modality, n_rot=n_rot)
+        else:
+            queries = self.backend.embed([rgb], self.cfg.modality)
+        timings["embed"] = (time.perf_counter() - t1) * 1e3
+
+        t1 = time.perf_counter()
+        prior_tuple = (prior.lat, prior.lon, prior.radius_m) if prior else None
+        hits: list[SearchHit] = self.index.search_multi(queries, k=self.cfg.top_k, prior=prior_tuple)
+        timings["search"] = (time.perf_counter() - t1) * 1e3
+
+        t1 = time.perf_counter()
+        tiles = [self.index.tile(h.tile_idx) for h in hits]
+        verifs = self.verifier.verify_candidates(rgb, tiles, intr, priors, stop_inliers=self.cfg.stop_inliers)
+        timings["verify"] = (time.perf_counter() - t1) * 1e3
+
+        t1 = time.perf_counter()
+        by_id = {h.tile_id: h for h in hits}
+        hyps = [self._hypothesis(v, by_id[v.tile_id], prior is not None) for v in verifs]
+        tried = {v.tile_id for v in verifs}
+        hyps += [self._retrieved(h, prior is not None) for h in hits if h.tile_id not in tried]
+        best = verifs[0] if verifs and verifs[0].ok else None
+        fix = None
+        if best is not None:
+            out = self.filter.update(t, best.lat, best.lon, best.cov_en)
+            top = hyps[0]
+            top.gated = not out.accepted
+            if out.accepted and out.trusted:
+                fix = Hypothesis(
+                    tile_id=top.tile_id, similarity=top.similarity, status=STATUS_TRUSTED, lat=out.lat, lon=out.lon,
+                    alt_m=top.alt_m, heading_deg=top.heading_deg, heading_std_deg=top.heading_std_deg,
+                    cov_en=np.asarray(out.cov_en, float), inliers=top.inliers, method=top.method,
+                    prior_used=top.prior_used, filtered=True, tile_lat=top.tile_lat, tile_lon=top.tile_lon,
+                )
+                hyps.insert(0, fix)
+        else:
+            out = self.filter.predict(t) if self._last_t is not None and t >= self._last_t else None
+        self._last_t = t if self._last_t is None else max(self._last_t, t)
+        timings["filter"] = (time.perf_counter() - t1) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return LocalizationResult(t, hyps, fix, out, timings, prior, best)
+
+    def _retrieved(self, hit: SearchHit, prior_used: bool) -> Hypothesis:
+        return Hypothesis(tile_id=hit.tile_id, similarity=float(hit.score), status=STATUS_RETRIEVED,
+                          lat=hit.center_lat, lon=hit.center_lon, prior_used=prior_used,
+                          reason="not verified", tile_lat=hit.center_lat, tile_lon=hit.center_lon)
+
+    def _hypothesis(self, v: Verification, hit: SearchHit, prior_used: bool) -> Hypothesis:
+        if not v.ok:
+            h = self._retrieved(hit, prior_used)
+            h.status, h.reason, h.inliers = STATUS_REJECTED, v.reason, v.inliers
+            return h
+        return Hypothesis(
+            tile_id=v.tile_id, similarity=float(hit.score), status=STATUS_VERIFIED, lat=v.lat, lon=v.lon,
+            alt_m=v.alt_m, heading_deg=v.heading_deg, heading_std_deg=v.heading_std_deg,
+            cov_en=np.asarray(v.cov_en, float), inliers=v.inliers, method=v.method, prior_used=prior_used,
+            tile_lat=hit.center_lat, tile_lon=hit.center_lon,
+        )
+
+
+def error_m(h: Hypothesis, lat: float, lon: float) -> float:
+    """Horizontal error of a hypothesis against ground truth, metres."""
+    return float(distance_m(h.lat, h.lon, lat, lon))
