@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 MAP ?=
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo bench lint clean
 
 setup:
 	@bash tools/setup_env.sh
@@ -26,6 +26,16 @@ demo: setup
 	  .venv/bin/gleam eval --index $(DEMO)/index --flight $(DEMO)/flight --out $(DEMO)/eval --map "$(MAP)"; \
 	fi
 	@echo "plot: $(DEMO)/eval/flight.png"
+
+# Pipeline benchmark on a real map (default: the Turku sample next to the checkout): index,
+# a 120-frame simulated flight, then the same flight localized with torch and with ONNX Runtime.
+BENCH_MAP ?= ../shared/data/turku_satellite
+BENCH := results/bench
+bench: setup
+	.venv/bin/gleam index build --map "$(BENCH_MAP)" --out $(BENCH)/index
+	.venv/bin/gleam simulate --map "$(BENCH_MAP)" --out $(BENCH)/flight --frames 120 --seed 0
+	.venv/bin/gleam eval --index $(BENCH)/index --flight $(BENCH)/flight --out $(BENCH)/torch --map "$(BENCH_MAP)" --compare-onnx
+	.venv/bin/gleam eval --index $(BENCH)/index --flight $(BENCH)/flight --out $(BENCH)/onnx --map "$(BENCH_MAP)" --backend onnx
 
 lint: setup
 	$(PY) -m ruff check gleam_ros training test tools

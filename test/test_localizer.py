@@ -73,18 +73,22 @@ def test_track_becomes_trusted_and_stays_accurate(setup):
     world, geomap, query_map, backend, index = setup
     lat0, lon0 = geomap.center_latlon()
     loc = Localizer(backend, index)
-    fixes = []
+    fixes, tracked = [], 0
     for i in range(5):
         lat, lon = offset_latlon(lat0, lon0, -40 + 12 * i, 10.0)
         pose = Pose(t=float(i), lat=lat, lon=lon, alt_m=120, heading_deg=90 + 20 * i, pitch_deg=2, roll_deg=-3)
         res = loc.localize(_frame(query_map, pose, seed=10 + i), t=pose.t, intrinsics=INTR,
                            priors=Priors(alt_m=120))
+        tracked += res.prior is not None
+        if res.prior is not None:  # tracking its own trusted track: nearest tiles verified, no embedding
+            assert res.timings_ms["embed"] < 5.0 and all(h.prior_used for h in res.hypotheses)
         if res.fix is not None:
             assert res.fix.status == STATUS_TRUSTED and res.hypotheses[0] is res.fix
             fixes.append(float(distance_m(res.fix.lat, res.fix.lon, lat, lon)))
             assert np.all(np.linalg.eigvalsh(res.fix.cov_en) > 0)
     # the first fix is never trusted alone (init_fixes consistent fixes are needed) ...
     assert 1 <= len(fixes) <= 4
+    assert tracked, "the localizer never used its own track as a prior"
     # ... and once trusted, fixes are metre-accurate
     assert max(fixes) < 3.0, fixes
 

