@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .geo import LocalFrame, heading_diff_deg
+from .jsonutil import to_jsonable
 
 FALSE_FIX_M = 25.0
 CHI2_2DOF_95 = 5.991464547107979  # 95 % bound of a 2-dof chi-square
@@ -130,20 +131,8 @@ def save_records(records: list[FrameRecord], path: str | Path) -> Path:
     path = Path(path)
     with path.open("w") as f:
         for r in records:
-            f.write(json.dumps(_clean(asdict(r))) + "\n")
+            f.write(json.dumps(to_jsonable(asdict(r))) + "\n")
     return path
-
-
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def plot_flight(records: list[FrameRecord], path: str | Path, geomap=None, title: str = "",

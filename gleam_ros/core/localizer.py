@@ -20,6 +20,7 @@ from .errors import ConfigError, InputError
 from .filter import FilterConfig, FilterOutput, FixFilter
 from .geo import distance_m
 from .index import SearchHit, TileIndex
+from .jsonutil import to_jsonable
 from .preprocess import MODALITIES, check_image
 from .verify import Priors, Verification, VerifyConfig, Verifier
 
@@ -99,9 +100,7 @@ class Hypothesis:
 
     def to_dict(self) -> dict:
         """JSON-friendly dict (NaN becomes None)."""
-        d = asdict(self)
-        d["cov_en"] = self.cov_en.tolist()
-        return _nan_to_none(d)
+        return to_jsonable(asdict(self))
 
 
 @dataclass
@@ -123,7 +122,7 @@ class LocalizationResult:
 
     def to_dict(self) -> dict:
         """JSON-friendly summary."""
-        return _nan_to_none({
+        return to_jsonable({
             "t": self.t,
             "has_trusted_fix": self.has_trusted_fix,
             "fix": self.fix.to_dict() if self.fix else None,
@@ -133,16 +132,6 @@ class LocalizationResult:
             "prior": asdict(self.prior) if self.prior else None,
             "timings_ms": self.timings_ms,
         })
-
-
-def _nan_to_none(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 class Localizer:
