@@ -11,19 +11,23 @@ setup:
 test: setup
 	$(PY) -m pytest
 
-# The demo: from nothing, a procedural world (or MAP=<real map>), its tile index, a simulated
-# flight of 120 frames with unknown yaw and tilt, every frame localized; metrics table and plot.
+# The demo: from nothing, a procedural world (or MAP=<real map>), its tile index, a simulated flight
+# recorded as a rosbag2 (120 frames at 1 fps, unknown yaw, GPS lost from 40 s to 80 s), replayed in
+# real time through the localizer node process over DDS; metrics (localization + GPS fallback), plot.
 DEMO := demo_out
 demo: setup
 	@if [ -z "$(MAP)" ]; then \
 	  .venv/bin/gleam world --seed 7 --out $(DEMO)/world && \
 	  .venv/bin/gleam index build --map $(DEMO)/world/satellite.tif --out $(DEMO)/index && \
-	  .venv/bin/gleam simulate --map $(DEMO)/world/satellite_autumn.tif --out $(DEMO)/flight --frames 120 && \
-	  .venv/bin/gleam eval --index $(DEMO)/index --flight $(DEMO)/flight --out $(DEMO)/eval --map $(DEMO)/world/satellite.tif; \
+	  .venv/bin/gleam bag simulate --map $(DEMO)/world/satellite_autumn.tif --out $(DEMO)/flight.mcap --overwrite \
+	    --frames 120 --fps 1 --gps-dropout 40,80 && \
+	  .venv/bin/gleam bag eval --bag $(DEMO)/flight.mcap --index $(DEMO)/index --out $(DEMO)/eval \
+	    --map $(DEMO)/world/satellite.tif; \
 	else \
 	  .venv/bin/gleam index build --map "$(MAP)" --out $(DEMO)/index && \
-	  .venv/bin/gleam simulate --map "$(MAP)" --out $(DEMO)/flight --frames 120 && \
-	  .venv/bin/gleam eval --index $(DEMO)/index --flight $(DEMO)/flight --out $(DEMO)/eval --map "$(MAP)"; \
+	  .venv/bin/gleam bag simulate --map "$(MAP)" --out $(DEMO)/flight.mcap --overwrite \
+	    --frames 120 --fps 1 --gps-dropout 40,80 && \
+	  .venv/bin/gleam bag eval --bag $(DEMO)/flight.mcap --index $(DEMO)/index --out $(DEMO)/eval --map "$(MAP)"; \
 	fi
 	@echo "plot: $(DEMO)/eval/flight.png"
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .bag import commands as _bag_commands
 
 
 def _add_backend_args(p: argparse.ArgumentParser) -> None:
@@ -79,7 +80,35 @@ def build_parser() -> argparse.ArgumentParser:
     on.add_argument("--model", default=None, help="checkpoint directory (default: the ImageNet encoder)")
     on.add_argument("--out", required=True, help="output .onnx path")
     on.add_argument("--opset", type=int, default=17)
+    _add_explain_parser(sub)
+    _add_bag_parsers(sub)
     return parser
+
+
+def _add_explain_parser(sub) -> None:
+    """`gleam explain` (GLEAM-X): options of :func:`cmd_explain`."""
+    xp = sub.add_parser("explain", help="explain whether a query image and a satellite reference show the same "
+                                        "place (GLEAM-X)")
+    xp.add_argument("--query", required=True, help="query image (UAV frame, street map, panorama or ground photo)")
+    xp.add_argument("--reference", required=True, help="satellite reference image")
+    xp.add_argument("--lang", choices=("en", "zh"), default="en", help="language of the explanation (default en)")
+    xp.add_argument("--out", default=None, help="write the evidence image (PNG) here")
+    xp.add_argument("--json", action="store_true", help="print the whole explanation as JSON")
+    xp.add_argument("--explainer", choices=("evidence", "mllm"), default="evidence", help="explainer backend")
+    xp.add_argument("--mllm-dir", default=None, help="local model directory of the MLLM backend")
+    xp.add_argument("--adapter", default=None, help="LoRA adapter directory for the MLLM backend")
+    xp.add_argument("--quantization", choices=("4bit", "8bit"), default=None, help="MLLM quantisation (bitsandbytes)")
+    xp.add_argument("--dtype", default="auto", help="MLLM dtype: auto, float32, bfloat16, float16")
+    xp.add_argument("--verdict-model", default=None, help="verdict model JSON of the evidence backend")
+    xp.add_argument("--modality", default="uav", choices=("uav", "ground", "panorama", "map"))
+    xp.add_argument("--similarity", type=float, default=None, help="embedding similarity of the pair, if known")
+    xp.add_argument("--next-best", type=float, default=None, help="similarity of the best tile of another place")
+    xp.add_argument("--embed", action="store_true", help="compute the embedding similarity with the encoder")
+    xp.add_argument("--alt", type=float, default=None, help="camera height above ground prior (m)")
+    xp.add_argument("--heading", type=float, default=None, help="heading prior (deg clockwise from north)")
+    xp.add_argument("--hfov", type=float, default=None, help="query camera horizontal field of view (deg)")
+    xp.add_argument("--reference-gsd", type=float, default=None, help="metres per reference pixel")
+    _add_backend_args(xp)
 
 
 def _add_flight_args(p: argparse.ArgumentParser) -> None:
@@ -93,6 +122,79 @@ def _add_flight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tilt", type=float, default=15.0)
     p.add_argument("--photometric", type=float, default=1.0, help="strength of photometric change (0 = none)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_bag_parsers(sub) -> None:
+    """`gleam bag simulate|replay|record|eval` (implemented in :mod:`gleam_ros.bag.commands`)."""
+    bag = sub.add_parser("bag", help="flight bags (rosbag2, mcap or sqlite3): simulate, replay, record, evaluate"
+                         ).add_subparsers(dest="bag_command", metavar="ACTION")
+    s = bag.add_parser("simulate", help="render a simulated flight into a rosbag2 (camera, camera_info, GPS, "
+                                        "altimeter, IMU, ground truth)")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--map", default=None, help="map to fly over (any format `index build` reads)")
+    src.add_argument("--world", type=int, default=None, metavar="SEED",
+                     help="fly over the procedural world of this seed (as `gleam world --seed SEED`)")
+    s.add_argument("--world-size", type=float, default=800.0, help="side of the --world, metres (default 800)")
+    s.add_argument("--world-season", default=None,
+                   help="render the --world in this season (as `gleam world --variant-season`); default: as satellite.tif")
+    s.add_argument("--out", required=True,
+                   help="output bag: a rosbag2 directory, or a single file ending in .mcap or .db3")
+    s.add_argument("--storage", choices=("mcap", "sqlite3"), default=None,
+                   help="storage of a directory bag (default mcap; a .mcap/.db3 --out decides by itself)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    _add_flight_args(s)
+    s.add_argument("--width", type=int, default=640, help="image width, pixels (default 640)")
+    s.add_argument("--height", type=int, default=480, help="image height, pixels (default 480)")
+    s.add_argument("--hfov", type=float, default=60.0, help="horizontal field of view, degrees (default 60)")
+    s.add_argument("--gps-dropout", default=None, metavar="START,END",
+                   help="GPS dropout window, seconds of flight time (e.g. 20,40)")
+    s.add_argument("--gps-dropout-mode", choices=("nofix", "silence"), default="nofix",
+                   help="inside the window: NavSatFix with STATUS_NO_FIX (default) or no GPS messages at all")
+    s.add_argument("--gps-rate", type=float, default=5.0, help="GPS rate, Hz (default 5)")
+    s.add_argument("--gps-noise", type=float, default=1.5, help="GPS horizontal noise std per axis, m (default 1.5)")
+    s.add_argument("--alt-noise", type=float, default=1.0, help="altimeter noise std, m (default 1)")
+    s.add_argument("--compressed", action="store_true",
+                   help="write /camera/image_raw/compressed (JPEG CompressedImage) instead of raw rgb8")
+    s.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality with --compressed (default 90)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    r = bag.add_parser("replay", help="publish a bag's messages (raw CDR) at recorded timing")
+    r.add_argument("bag", help="rosbag2 directory, .mcap or .db3 file")
+    r.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    r.add_argument("--topics", nargs="+", default=None, help="replay only these topics (default all)")
+    r.add_argument("--exclude", nargs="+", default=None, help="do not replay these topics")
+    r.add_argument("--loop", action="store_true", help="start over at the end, until interrupted")
+    r.add_argument("--clock", action="store_true", help="publish the bag time on /clock (for use_sim_time nodes)")
+    r.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
+                   help="before starting, wait until each topic (or --wait-topics) has N subscribers")
+    r.add_argument("--wait-topics", nargs="+", default=None, help="topics --wait-subscribers checks (default all)")
+    r.add_argument("--wait-timeout", type=float, default=30.0, help="give up waiting after this many seconds (default 30)")
+    r.add_argument("--progress", action="store_true", help="show a progress bar")
+
+    rec = bag.add_parser("record", help="record topics (raw CDR, types from the ROS graph) into a bag")
+    rec.add_argument("--out", required=True, help="output bag: rosbag2 directory, or a .mcap/.db3 file")
+    rec.add_argument("--topics", nargs="+", required=True, help="topics to record (each subscribed once it appears)")
+    rec.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    rec.add_argument("--storage", choices=("mcap", "sqlite3"), default=None, help="storage of a directory bag")
+    rec.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+
+    e = bag.add_parser("eval", help="replay a flight bag through the localizer node; metrics, table, plot")
+    e.add_argument("--bag", required=True, help="flight bag with /ground_truth/fix (e.g. from `gleam bag simulate`)")
+    e.add_argument("--index", required=True, help="tile index directory (gleam index build)")
+    e.add_argument("--out", required=True,
+                   help="results folder (metrics.json, metrics.md, frames.jsonl, flight.png, outputs.mcap, node.log)")
+    e.add_argument("--rate", type=float, default=1.0, help="replay speed factor (default 1.0)")
+    e.add_argument("--map", default=None, help="map to draw under the trajectory plot")
+    e.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="extra localizer node parameter (repeatable), e.g. max_frame_age_s:=3.0")
+    e.add_argument("--startup-timeout", type=float, default=180.0,
+                   help="seconds to wait for the node to become active (default 180)")
+    e.add_argument("--drain-timeout", type=float, default=15.0,
+                   help="after the last frame, wait this long without output before stopping (default 15)")
+    e.add_argument("--no-sim-time", action="store_true", help="run the node on wall time (no /clock)")
+    e.add_argument("--domain-id", type=int, default=None,
+                   help="ROS domain of the node graph (default: $ROS_DOMAIN_ID, else one picked per process)")
+    _add_backend_args(e)
 
 
 # --------------------------------------------------------------------------------------------- commands
@@ -249,6 +351,52 @@ def _embed_ratio(flight, loc, n: int = 12) -> dict:
     return {"ratio": o / t, "torch_ms": t, "onnx_ms": o, "frames": len(frames)}
 
 
+def cmd_explain(a: argparse.Namespace) -> int:
+    """`gleam explain`: GLEAM-X explanation of one query/reference pair (text, or JSON with --json)."""
+    from .core.camera import CameraIntrinsics
+    from .core.errors import InputError
+    from .core.explain import ExplainContext, make_explainer
+    from .core.flight import read_image
+    from .core.verify import Priors
+
+    query, reference = read_image(a.query), read_image(a.reference)
+    priors = Priors(alt_m=a.alt, heading_deg=a.heading) if a.alt is not None or a.heading is not None else None
+    intr = CameraIntrinsics.from_fov(query.shape[1], query.shape[0], a.hfov) if a.hfov else None
+    ctx = ExplainContext(similarity=a.similarity, next_best_similarity=a.next_best, priors=priors, intrinsics=intr,
+                         reference_gsd_m=a.reference_gsd, modality=a.modality)
+    if a.explainer == "mllm":
+        if not a.mllm_dir:
+            raise InputError("--explainer mllm needs --mllm-dir (a local model directory)")
+        checker = make_explainer("evidence", model=a.verdict_model)
+        explainer = make_explainer("mllm", model_dir=a.mllm_dir, device=a.device, dtype=a.dtype,
+                                   quantization=a.quantization, adapter_dir=a.adapter, checker=checker)
+    else:
+        backend = None
+        if a.embed and a.similarity is None:
+            from .core.encoder import load_backend
+
+            backend = load_backend(a.backend, a.model, a.device)
+        explainer = make_explainer("evidence", model=a.verdict_model, backend=backend)
+    exp = explainer.explain(query, reference, ctx, a.lang)
+    if a.out:
+        import cv2
+
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if exp.evidence_image is None or not cv2.imwrite(str(out), cv2.cvtColor(exp.evidence_image, cv2.COLOR_RGB2BGR)):
+            raise InputError(f"cannot write the evidence image to {out}")
+    if a.json:
+        d = exp.to_dict()
+        d["evidence_image"] = str(a.out) if a.out else None
+        print(json.dumps(d, indent=2, ensure_ascii=False))
+    else:
+        print(f"{exp.verdict_label} (confidence {exp.confidence:.3f}, {exp.backend})")
+        print(exp.text)
+        if a.out:
+            print(f"evidence image: {a.out}")
+    return 0
+
+
 def cmd_export_onnx(a: argparse.Namespace) -> int:
     """`gleam export onnx`."""
     from .core.encoder import build_encoder, default_card, export_onnx, fingerprint, load_checkpoint
@@ -270,6 +418,11 @@ COMMANDS = {
     ("world", None): cmd_world,
     ("eval", None): cmd_eval,
     ("export", "onnx"): cmd_export_onnx,
+    ("explain", None): cmd_explain,
+    ("bag", "simulate"): _bag_commands.cmd_simulate,
+    ("bag", "replay"): _bag_commands.cmd_replay,
+    ("bag", "record"): _bag_commands.cmd_record,
+    ("bag", "eval"): _bag_commands.cmd_eval,
 }
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from gleam_ros import ros_env
+from gleam_ros.process import ManagedProcess
 
 TEST_DIR = Path(__file__).resolve().parent
 _domains = itertools.count((os.getpid() * 7) % 150 + 1)
@@ -32,53 +31,15 @@ def ros_child_env(domain_id: int, **extra: str) -> dict:
     )
 
 
-class NodeProcess:
-    """A child process (a node or tool) that is always terminated and reaped."""
+class NodeProcess(ManagedProcess):
+    """A node or tool process in the given ROS domain (localhost discovery), always reaped."""
 
     def __init__(self, args: list[str], domain_id: int, log_path: Path, **env: str) -> None:
-        self.args = args
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            args, env=ros_child_env(domain_id, **env), stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-
-    def log(self) -> str:
-        """Everything the process printed so far."""
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.proc.poll() is None
+        super().__init__(args, ros_child_env(domain_id, **env), log_path)
 
     def stop(self, timeout: float = 5.0) -> int:
         """SIGINT, then SIGTERM, then SIGKILL the whole process group; returns the exit code."""
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-            if self.proc.poll() is not None:
-                break
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # leftovers of the group
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def __enter__(self) -> "NodeProcess":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return super().stop(timeout)
 
 
 def python_script(name: str, *args: str) -> list[str]:

@@ -20,8 +20,16 @@ req_hash=$(cat requirements/requirements.txt requirements/constraints.txt | "$PY
 VENV="${GLEAM_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gleam_ros}/venv-$req_hash"
 
 inputs_hash() {
-  cat requirements/requirements.txt requirements/constraints.txt package.xml CMakeLists.txt setup.py \
-      msg/*.msg srv/*.srv tools/setup_env.sh | sha256sum | cut -c1-16
+  # everything colcon installs: a change to any of it re-runs the (incremental, seconds) build
+  { cat requirements/requirements.txt requirements/constraints.txt package.xml CMakeLists.txt setup.py \
+        tools/setup_env.sh
+    git ls-files -s msg srv scripts launch config models gleam_ros 2>/dev/null \
+      || find msg srv scripts launch config models gleam_ros -type f -not -name '*.pyc' | sort | xargs cat
+    # uncommitted edits count too
+    git diff HEAD -- msg srv scripts launch config models gleam_ros 2>/dev/null
+    git ls-files --others --exclude-standard msg srv scripts launch config models gleam_ros 2>/dev/null \
+      | xargs -r cat
+  } | sha256sum | cut -c1-16
 }
 want=$(inputs_hash)
 here_pkg() { "$VENV/bin/python" -c 'import gleam_ros, os; print(os.path.dirname(os.path.dirname(os.path.realpath(gleam_ros.__file__))))' 2>/dev/null; }
@@ -48,7 +56,7 @@ ln -sfn "$VENV" .venv
 # 2. the ROS wheels' CMake exports name the wheel builder's Python include dirs
 py_inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 np_inc=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
-grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null | while read -r f; do
+{ grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null || true; } | while read -r f; do
   sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g" \
          -e "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g" "$f"
 done

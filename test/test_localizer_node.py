@@ -1,0 +1,533 @@
+"""The gleam_localizer node as a real process over DDS: lifecycle, fallback/shadow, bad input, load.
+
+A tiny procedural world and its tile index are made once per module; frames are rendered from it
+at known poses and published from this process, which checks what the node publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import ListParameters, SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix, NavSatStatus, Range
+from std_msgs.msg import Header
+
+from gleam_ros.core.camera import CameraIntrinsics
+from gleam_ros.core.encoder import TorchBackend
+from gleam_ros.core.geo import LocalFrame, distance_m, offset_latlon
+from gleam_ros.core.index import TileIndex
+from gleam_ros.core.sim.camera_sim import Pose, render_view
+from gleam_ros.core.sim.world import WorldConfig, make_world
+from gleam_ros.core.tiles import TileSpec, iter_tiles
+from gleam_ros.msg import GeoPoseHypotheses, GeoPoseHypothesis
+from gleam_ros.nodes import convert
+from gleam_ros.nodes.localizer_node import declared_parameter_names
+from ros_helpers import NodeProcess, next_domain_id, spin_until
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE = [sys.executable, str(ROOT / "scripts" / "localizer_node")]
+INTR = CameraIntrinsics.from_fov(480, 360, 60.0)
+ALT = 120.0
+NODE_NAME = "gleam_localizer"
+
+
+# ------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(satellite map, index dir, index dir of 'another encoder', centre lat/lon)."""
+    w = make_world(WorldConfig(seed=3, size_m=420.0, gsd_m=0.3))
+    geomap = w.satellite_map()
+    out = tmp_path_factory.mktemp("gleam_node")
+    index = TileIndex.build(iter_tiles(geomap, TileSpec(size_m=100.0, overlap=0.5, gsd_m=0.25)), TorchBackend(threads=1),
+                            progress=False)
+    index.save(out / "index")
+    # The same index, claiming another encoder: the node must refuse it.
+    other = out / "index_other_encoder"
+    shutil.copytree(out / "index", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["encoder"]["fingerprint"] = "0123456789abcdef"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    return geomap, out / "index", other, geomap.center_latlon()
+
+
+def truth_pose(geomap, k: int) -> Pose:
+    """k-th pose of a northbound path over the middle of the world (heading near north)."""
+    lat0, lon0 = geomap.center_latlon()
+    lat, lon = offset_latlon(lat0, lon0, 20.0 * math.sin(k / 4.0), -60.0 + 5.0 * k)
+    return Pose(t=float(k), lat=lat, lon=lon, alt_m=ALT, heading_deg=(8.0 * math.sin(k / 3.0)) % 360.0)
+
+
+def render(geomap, pose: Pose) -> np.ndarray:
+    rgb, valid = render_view(geomap, pose, INTR)
+    assert valid.mean() > 0.99
+    return rgb
+
+
+class Client:
+    """The test side: a node in the test's domain that publishes sensors and records the outputs."""
+
+    def __init__(self, domain: int, compressed: bool = False) -> None:
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.node = rclpy.create_node("gleam_test_client", context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        n = self.node
+        self.image_pub = (n.create_publisher(CompressedImage, "/cam/image_raw/compressed", qos_profile_sensor_data)
+                          if compressed else n.create_publisher(Image, "/cam/image_raw", qos_profile_sensor_data))
+        self.info_pub = n.create_publisher(CameraInfo, "/cam/camera_info", qos_profile_sensor_data)
+        self.gps_pub = n.create_publisher(NavSatFix, "/gps/fix", qos_profile_sensor_data)
+        self.alt_pub = n.create_publisher(Range, "/altitude", qos_profile_sensor_data)
+        self.imu_pub = n.create_publisher(Imu, "/imu", qos_profile_sensor_data)
+        self.debug_images: list[Image] = []
+        n.create_subscription(Image, f"/{NODE_NAME}/debug_image", self.debug_images.append, reliable)
+        self.hyps: list[tuple[float, GeoPoseHypotheses]] = []
+        self.fixes: list[NavSatFix] = []
+        self.poses: list[PoseWithCovarianceStamped] = []
+        self.diags: list[DiagnosticStatus] = []
+        n.create_subscription(GeoPoseHypotheses, f"/{NODE_NAME}/hypotheses",
+                              lambda m: self.hyps.append((self.now(), m)), reliable)
+        n.create_subscription(NavSatFix, f"/{NODE_NAME}/fix", self.fixes.append, reliable)
+        n.create_subscription(PoseWithCovarianceStamped, f"/{NODE_NAME}/pose", self.poses.append, reliable)
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
+        self.gps_timer = None
+
+    def _on_diag(self, arr: DiagnosticArray) -> None:
+        self.diags += [s for s in arr.status if s.name.startswith(NODE_NAME)]
+
+    def now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def spin(self, seconds: float) -> None:
+        spin_until(self.executor, lambda: False, seconds)
+
+    def until(self, predicate, timeout: float) -> bool:
+        return spin_until(self.executor, predicate, timeout)
+
+    def diag(self) -> dict:
+        """The latest diagnostics of the node as a dict (+ level, message)."""
+        if not self.diags:
+            return {}
+        s = self.diags[-1]
+        d = {kv.key: kv.value for kv in s.values}
+        d["level"], d["message"] = s.level, s.message
+        return d
+
+    def fresh_diag(self, timeout: float = 5.0) -> dict:
+        n = len(self.diags)
+        assert self.until(lambda: len(self.diags) > n, timeout), "no diagnostics"
+        return self.diag()
+
+    def camera_info(self, stamp, w: int = 480, h: int = 360) -> None:
+        intr = INTR if (w, h) == (480, 360) else CameraIntrinsics.from_fov(w, h, 60.0)
+        ci = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
+        ci.header.stamp, ci.header.frame_id = stamp, "camera_optical"
+        ci.k = [intr.fx, 0.0, intr.cx, 0.0, intr.fy, intr.cy, 0.0, 0.0, 1.0]
+        ci.p = [intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        self.info_pub.publish(ci)
+
+    def publish_frame(self, rgb: np.ndarray, with_info: bool = True, compressed: bool = False,
+                      priors: bool = False, alt_m: float = ALT) -> float:
+        """Publish a frame stamped now (with camera_info, optionally altitude + level IMU); returns the stamp."""
+        stamp = self.node.get_clock().now().to_msg()
+        if with_info:
+            self.camera_info(stamp)
+        if priors:
+            rng = Range(range=alt_m, min_range=0.5, max_range=500.0, radiation_type=Range.INFRARED)
+            rng.header.stamp, rng.header.frame_id = stamp, "rangefinder"
+            self.alt_pub.publish(rng)
+            imu = Imu()  # identity orientation: level, the frames are rendered with pitch = roll = 0
+            imu.header.stamp, imu.header.frame_id = stamp, "imu"
+            self.imu_pub.publish(imu)
+        header = Header(stamp=stamp, frame_id="camera_optical")
+        msg = convert.rgb_to_compressed_msg(rgb, header) if compressed else convert.rgb_to_image_msg(rgb, header)
+        self.image_pub.publish(msg)
+        return convert.stamp_to_sec(stamp)
+
+    def publish_until(self, msg, counter, timeout: float = 30.0, every: float = 2.5) -> bool:
+        """Publish ``msg`` (again every ``every`` s: the first sample after discovery may be lost) until
+        ``counter()`` rises."""
+        before = counter()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.image_pub.publish(msg)
+            if self.until(lambda: counter() > before, min(every, end - time.monotonic())):
+                return True
+        return False
+
+    def result_for(self, stamp: float, timeout: float = 30.0) -> GeoPoseHypotheses | None:
+        def find():
+            return next((m for _, m in self.hyps if abs(convert.stamp_to_sec(m.header.stamp) - stamp) < 1e-6), None)
+
+        self.until(lambda: find() is not None, timeout)
+        return find()
+
+    def start_gps(self, pose_fn, rate_hz: float = 10.0) -> None:
+        def tick():
+            lat, lon = pose_fn()
+            m = NavSatFix(latitude=lat, longitude=lon, altitude=ALT)
+            m.header.stamp, m.header.frame_id = self.node.get_clock().now().to_msg(), "gps"
+            m.status.status, m.status.service = NavSatStatus.STATUS_FIX, NavSatStatus.SERVICE_GPS
+            m.position_covariance = [4.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 9.0]
+            m.position_covariance_type = NavSatFix.COVARIANCE_TYPE_DIAGONAL_KNOWN
+            self.gps_pub.publish(m)
+
+        self.gps_timer = self.node.create_timer(1.0 / rate_hz, tick)
+
+    def stop_gps(self) -> None:
+        self.node.destroy_timer(self.gps_timer)
+        self.gps_timer = None
+
+    def wait_active(self, proc: NodeProcess, timeout: float = 90.0) -> None:
+        ok = self.until(lambda: self.image_pub.get_subscription_count() > 0 or not proc.alive(), timeout)
+        assert ok and proc.alive(), f"node never subscribed:\n{proc.log()}"
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+@pytest.fixture
+def domain():
+    return next_domain_id()
+
+
+def _node_args(index_dir, *extra: str, autostart: bool = True) -> list[str]:
+    args = [*NODE, "--ros-args", "-p", f"index_path:={index_dir}", "-p", "num_threads:=1",
+            "-r", "image:=/cam/image_raw", "-r", "camera_info:=/cam/camera_info", "-r", "gps/fix:=/gps/fix"]
+    if autostart:
+        args += ["-p", "autostart:=true"]
+    for e in extra:
+        args += ["-p", e]
+    return args
+
+
+# --------------------------------------------------------------------------------------- tests
+def _call(client: Client, srv, req, proc: NodeProcess, timeout: float = 60.0):
+    assert client.until(srv.service_is_ready, 60.0), f"service {srv.srv_name} never came up:\n{proc.log()}"
+    fut = srv.call_async(req)
+    assert client.until(fut.done, timeout), f"{srv.srv_name}: no answer:\n{proc.log()}"
+    return fut.result()
+
+
+def _subscribed_topics(client: Client) -> set[str]:
+    return {name for name, _ in client.node.get_subscriber_names_and_types_by_node(NODE_NAME, "/")}
+
+
+def test_lifecycle_configure_failures_parameters_and_compressed_input(world, domain, tmp_path):
+    geomap, index_dir, other_index, _ = world
+    client = Client(domain, compressed=True)
+    args = _node_args(tmp_path / "no_such_index", "compressed:=true", "n_rotations:=1", "max_frame_age_s:=10.0",
+                      autostart=False)
+    try:
+        with NodeProcess(args, domain, tmp_path / "node.log") as proc:
+            get_state = client.node.create_client(GetState, f"/{NODE_NAME}/get_state")
+            change = client.node.create_client(ChangeState, f"/{NODE_NAME}/change_state")
+            set_params = client.node.create_client(SetParameters, f"/{NODE_NAME}/set_parameters")
+            list_params = client.node.create_client(ListParameters, f"/{NODE_NAME}/list_parameters")
+
+            def state() -> int:
+                return _call(client, get_state, GetState.Request(), proc).current_state.id
+
+            def transition(tid: int) -> bool:
+                return _call(client, change, ChangeState.Request(transition=Transition(id=tid)), proc).success
+
+            def set_param(name: str, value) -> bool:
+                v = ParameterValue()
+                if isinstance(value, str):
+                    v.type, v.string_value = ParameterType.PARAMETER_STRING, value
+                elif isinstance(value, float):
+                    v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, value
+                else:
+                    v.type, v.integer_value = ParameterType.PARAMETER_INTEGER, value
+                res = _call(client, set_params, SetParameters.Request(parameters=[ParameterMsg(name=name, value=v)]),
+                            proc)
+                return res.results[0].successful
+
+            assert state() == State.PRIMARY_STATE_UNCONFIGURED
+            # every parameter the node declares is listed by the running node (same declaration table)
+            listed = set(_call(client, list_params, ListParameters.Request(), proc).result.names)
+            assert set(declared_parameter_names()) <= listed
+            d = client.fresh_diag()
+            assert d["level"] == DiagnosticStatus.ERROR
+
+            # configure fails with a clear line, the node keeps running
+            assert not transition(Transition.TRANSITION_CONFIGURE)
+            assert state() == State.PRIMARY_STATE_UNCONFIGURED and proc.alive()
+            assert client.until(lambda: "index_path" in client.diag().get("configure_error", ""), 5)
+            assert client.diag()["level"] == DiagnosticStatus.ERROR
+            assert "configure failed: parameter index_path=" in proc.log() and "does not exist" in proc.log()
+            # an index built with another encoder is refused as well
+            assert set_param("index_path", str(other_index))
+            assert not transition(Transition.TRANSITION_CONFIGURE)
+            assert "fingerprint 0123456789abcdef" in proc.log() and "rebuilt" in proc.log()
+            assert proc.alive()
+
+            # out-of-range / invalid parameters are rejected
+            assert not set_param("top_k", 99)
+            assert not set_param("gps_timeout_s", 100.0)
+            assert not set_param("modality", "sonar")
+            assert not set_param("origin_lat", 91.0)
+            assert set_param("gps_timeout_s", 3.0)
+
+            # fixed parameter: configure works; subscriptions only while active
+            assert set_param("index_path", str(index_dir))
+            assert transition(Transition.TRANSITION_CONFIGURE)
+            assert state() == State.PRIMARY_STATE_INACTIVE
+            assert "/cam/image_raw/compressed" not in _subscribed_topics(client)
+            assert transition(Transition.TRANSITION_ACTIVATE)
+            assert state() == State.PRIMARY_STATE_ACTIVE
+            assert client.until(lambda: {"/cam/image_raw/compressed", "/cam/camera_info", "/gps/fix"}
+                                <= _subscribed_topics(client), 10), _subscribed_topics(client)
+            client.wait_active(proc)
+
+            # garbage compressed data: dropped, counted, explained; the node keeps going
+            client.fresh_diag()
+            garbage = CompressedImage(format="jpeg", data=b"\xff\xd8garbage" * 50)
+            assert client.publish_until(garbage, lambda: int(client.diag().get("frames_rejected", 0))), client.diag()
+            assert "cannot decode" in client.diag()["last_drop_reason"]
+            # a real JPEG frame (no camera_info, no hfov: the pose comes from the image centre)
+            jpeg = convert.rgb_to_compressed_msg(render(geomap, truth_pose(geomap, 3)),
+                                                 Header(stamp=client.node.get_clock().now().to_msg()))
+            assert client.publish_until(jpeg, lambda: len(client.hyps), timeout=60.0, every=10.0), proc.log()
+            res = client.result_for(convert.stamp_to_sec(jpeg.header.stamp))
+            assert res is not None, proc.log()
+            assert res.hypotheses and all(h.flags & GeoPoseHypothesis.FLAG_NO_INTRINSICS for h in res.hypotheses)
+            assert all(h.flags & GeoPoseHypothesis.FLAG_GPS_FALLBACK for h in res.hypotheses)
+
+            assert transition(Transition.TRANSITION_DEACTIVATE)
+            assert state() == State.PRIMARY_STATE_INACTIVE
+            assert client.until(lambda: "/cam/image_raw/compressed" not in _subscribed_topics(client), 10)
+            assert transition(Transition.TRANSITION_CLEANUP)
+            assert state() == State.PRIMARY_STATE_UNCONFIGURED
+            assert client.until(lambda: client.diag().get("index_tiles") == "0"
+                                and client.diag()["level"] == DiagnosticStatus.ERROR, 5)
+            assert transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+            assert state() == State.PRIMARY_STATE_FINALIZED
+            assert proc.alive()
+            os.killpg(proc.proc.pid, signal.SIGTERM)  # SIGTERM: clean exit 0
+            proc.proc.wait(15)
+            assert proc.proc.returncode == 0, proc.log()
+    finally:
+        client.close()
+
+
+def test_fallback_shadow_gps_loss_and_bad_inputs(world, domain, tmp_path):
+    geomap, index_dir, _, (lat0, lon0) = world
+    client = Client(domain)
+    args = _node_args(index_dir, "n_rotations:=1", "max_frame_age_s:=10.0", "gps_timeout_s:=1.5",
+                      f"origin_lat:={lat0!r}", f"origin_lon:={lon0!r}", "map_frame:=world", "publish_debug_image:=true")
+    args += ["-r", "altitude:=/altitude", "-r", "imu:=/imu"]
+    frame = LocalFrame(lat0, lon0)
+    k = 0
+    try:
+        with NodeProcess(args, domain, tmp_path / "node.log") as proc:
+            client.wait_active(proc)
+            t0 = time.monotonic()
+
+            # --- bad inputs: each dropped, counted and explained; the node keeps running
+            def rejected() -> int:
+                return int(client.diag().get("frames_rejected", 0))
+
+            good = render(geomap, truth_pose(geomap, 0))
+            bad = []
+            for enc, step in (("32FC1", 480 * 4), ("yuv422", 480 * 2)):
+                m = Image(width=480, height=360, encoding=enc, step=step)
+                m.data = bytes(step * 360)
+                bad.append((m, f"encoding '{enc}'"))
+            bad.append((Image(width=0, height=0, encoding="rgb8", step=0), "zero-size"))
+            m = convert.rgb_to_image_msg(good)
+            m.step = 480 * 3 + 16  # data no longer fits step x height
+            bad.append((m, "step"))
+            client.fresh_diag()
+            for msg, why in bad:
+                msg.header.stamp = client.node.get_clock().now().to_msg()
+                assert client.publish_until(msg, rejected), (why, client.diag(), proc.log()[-2000:])
+                assert why in client.diag()["last_drop_reason"], client.diag()
+            # camera_info of another size than the images: dropped with a diagnostic
+            before = rejected()
+            stamp = client.node.get_clock().now().to_msg()
+            client.camera_info(stamp, 640, 480)
+            client.spin(0.3)
+            client.image_pub.publish(convert.rgb_to_image_msg(good, Header(stamp=stamp)))
+            assert client.until(lambda: rejected() > before, 10)
+            assert "camera_info is for 640x480" in client.diag()["last_drop_reason"]
+            assert proc.alive() and not client.hyps
+
+            print(f"bad inputs checked at {time.monotonic() - t0:.1f} s")
+            # --- phase A: no GPS at all -> fallback: fixes (or NO_FIX) and poses
+            def run_frames(n: int) -> list[tuple[Pose, GeoPoseHypotheses]]:
+                nonlocal k
+                out = []
+                for _ in range(n):
+                    pose = truth_pose(geomap, k)
+                    k += 1
+                    stamp = client.publish_frame(render(geomap, pose), priors=True)
+                    res = client.result_for(stamp)
+                    assert res is not None, f"no hypotheses for frame {k}:\n{proc.log()[-3000:]}"
+                    out.append((pose, res))
+                return out
+
+            a = run_frames(5)
+            client.spin(0.5)
+            for _, res in a:
+                assert res.hypotheses and res.latency.sec >= 0
+                assert all(h.flags & GeoPoseHypothesis.FLAG_GPS_FALLBACK for h in res.hypotheses)
+                assert not any(h.flags & GeoPoseHypothesis.FLAG_SHADOW for h in res.hypotheses)
+                assert res.header.frame_id == "camera_optical"
+            trusted = [(p, r) for p, r in a if r.has_trusted_fix]
+            assert len(trusted) >= 3, [r.hypotheses[0].status for _, r in a]
+            for pose, res in trusted:
+                top = res.hypotheses[0]
+                assert top.status == GeoPoseHypothesis.STATUS_TRUSTED
+                assert float(distance_m(top.latitude, top.longitude, pose.lat, pose.lon)) < 3.0
+                cov = np.array(top.covariance).reshape(6, 6)
+                assert np.all(np.diag(cov) > 0)
+            fixes = {convert.stamp_to_sec(f.header.stamp): f for f in client.fixes}
+            poses = {convert.stamp_to_sec(p.header.stamp): p for p in client.poses}
+            assert len(fixes) == len(a)  # one NavSatFix per frame in fallback
+            assert len(poses) == len(trusted)  # a pose only with a trusted fix
+            for pose, res in a:
+                f = fixes[convert.stamp_to_sec(res.header.stamp)]
+                if res.has_trusted_fix:
+                    assert f.status.status == NavSatStatus.STATUS_FIX
+                    assert f.position_covariance_type == NavSatFix.COVARIANCE_TYPE_KNOWN
+                    assert all(f.position_covariance[i] > 0 for i in (0, 4, 8))
+                    assert float(distance_m(f.latitude, f.longitude, pose.lat, pose.lon)) < 3.0
+                    p = poses[convert.stamp_to_sec(res.header.stamp)]
+                    assert p.header.frame_id == "world"
+                    e, n, _ = frame.to_enu(pose.lat, pose.lon)
+                    assert math.hypot(p.pose.pose.position.x - e, p.pose.pose.position.y - n) < 3.0
+                    assert all(p.pose.covariance[i * 7] > 0 for i in range(6))
+                else:
+                    assert f.status.status == NavSatStatus.STATUS_NO_FIX and math.isnan(f.latitude)
+            d = client.fresh_diag()
+            assert d["mode"] == "fallback" and d["gps"] == "none received"
+            assert client.debug_images, "publish_debug_image:=true but no ~/debug_image"
+            dbg = client.debug_images[-1]
+            assert (dbg.width, dbg.height, dbg.encoding) == (480, 360, "rgb8")
+
+            print(f"phase A done at {time.monotonic() - t0:.1f} s")
+            # --- phase B: healthy GPS -> shadow mode: hypotheses only, no ~/fix or ~/pose
+            current = {"pose": truth_pose(geomap, k)}
+            client.start_gps(lambda: (current["pose"].lat, current["pose"].lon))
+            client.spin(1.0)
+            n_fix, n_pose = len(client.fixes), len(client.poses)
+            for _ in range(3):
+                current["pose"] = truth_pose(geomap, k)
+                (pose, res), = run_frames(1)
+                assert all(h.flags & GeoPoseHypothesis.FLAG_SHADOW for h in res.hypotheses)
+                assert not any(h.flags & GeoPoseHypothesis.FLAG_GPS_FALLBACK for h in res.hypotheses)
+                assert any(h.flags & GeoPoseHypothesis.FLAG_PRIOR_USED for h in res.hypotheses)
+            client.spin(0.5)
+            assert (len(client.fixes), len(client.poses)) == (n_fix, n_pose), "fix published while GPS is healthy"
+            assert client.fresh_diag()["mode"] == "shadow"
+
+            print(f"phase B done at {time.monotonic() - t0:.1f} s")
+            # --- phase C: GPS stops -> after gps_timeout_s the node falls back and publishes fixes again
+            client.stop_gps()
+            client.spin(2.0)
+            c = run_frames(3)
+            assert all(h.flags & GeoPoseHypothesis.FLAG_GPS_FALLBACK for _, r in c for h in r.hypotheses)
+            client.spin(0.5)
+            new_fixes = [f for f in client.fixes[n_fix:] if f.status.status == NavSatStatus.STATUS_FIX]
+            assert new_fixes, [r.hypotheses[0].status for _, r in c]
+            truth = {convert.stamp_to_sec(r.header.stamp): p for p, r in c}
+            for f in new_fixes:
+                p = truth[convert.stamp_to_sec(f.header.stamp)]
+                assert float(distance_m(f.latitude, f.longitude, p.lat, p.lon)) < 3.0
+            d = client.fresh_diag()
+            assert d["mode"] == "fallback" and d["gps"].startswith("lost")
+            # the altitude prior is used: a rangefinder contradicting the image geometry means no fix
+            stamp = client.publish_frame(render(geomap, truth_pose(geomap, k)), priors=True, alt_m=ALT / 3.0)
+            k += 1
+            res = client.result_for(stamp)
+            assert res is not None and not res.has_trusted_fix
+            assert not any(h.status in (GeoPoseHypothesis.STATUS_VERIFIED, GeoPoseHypothesis.STATUS_TRUSTED)
+                           for h in res.hypotheses)
+            print(f"phase C done at {time.monotonic() - t0:.1f} s")
+            client.spin(0.2)
+            d = client.fresh_diag()
+            assert int(d["frames_processed"]) == k and d["level"] in (DiagnosticStatus.OK, DiagnosticStatus.WARN)
+            assert proc.alive()
+            assert proc.stop() == 0, proc.log()
+    finally:
+        client.close()
+
+
+def _rss_mib(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def test_30hz_input_keeps_latency_bounded_and_memory_flat(world, domain, tmp_path):
+    """Frames at 30 Hz while processing takes several frame periods: the node drops, never queues."""
+    geomap, index_dir, _, _ = world
+    client = Client(domain)
+    frames = [render(geomap, truth_pose(geomap, i)) for i in range(0, 24, 2)]
+    duration_s, rate_hz = 35.0, 30.0
+    rss_margin_mib = 64.0  # allowed RSS growth after the warm-up (allocator noise, caches filling)
+    try:
+        with NodeProcess(_node_args(index_dir, "n_rotations:=2"), domain, tmp_path / "node.log") as proc:
+            client.wait_active(proc)
+            t_start = time.monotonic()
+            rss: list[tuple[float, float]] = []
+            i = 0
+            next_t = t_start
+            while (now := time.monotonic()) - t_start < duration_s:
+                if now >= next_t:
+                    client.publish_frame(frames[i % len(frames)])
+                    i += 1
+                    next_t += 1.0 / rate_hz
+                    if i % int(rate_hz) == 0:
+                        rss.append((now - t_start, _rss_mib(proc.proc.pid)))
+                client.executor.spin_once(timeout_sec=max(0.0, min(next_t - time.monotonic(), 0.01)))
+            client.spin(3.0)
+            d = client.fresh_diag()
+            assert proc.alive()
+            assert proc.stop() == 0, proc.log()
+    finally:
+        client.close()
+    sent = i
+    received, processed, dropped = (int(d[k]) for k in ("frames_received", "frames_processed", "frames_dropped"))
+    proc_s = float(d["processing_p50_ms"]) / 1e3
+    assert received >= 0.8 * sent, (received, sent)
+    assert proc_s > 1.0 / rate_hz, "processing must be slower than the frame rate for this test to mean anything"
+    assert processed >= 10 and dropped > processed, d
+    assert dropped + processed + int(d["frames_rejected"]) >= received - 2, d
+    lat = [convert.duration_to_sec(m.latency) for _, m in client.hyps]
+    assert len(lat) >= processed - 2, (len(lat), processed)
+    third = len(lat) // 3
+    early, late = statistics.median(lat[:third]), statistics.median(lat[-third:])
+    p95 = sorted(lat)[int(0.95 * (len(lat) - 1))]
+    report = (f"sent {sent} received {received} processed {processed} dropped {dropped}; processing p50 "
+              f"{proc_s * 1e3:.0f} ms; latency median early {early:.3f} s late {late:.3f} s p95 {p95:.3f} s; "
+              f"rss {[(round(t), round(r)) for t, r in rss]}")
+    print(report)
+    # newest-frame policy: a frame waits at most one processing period, then is processed
+    assert p95 < 3.0 * proc_s + 0.5, report
+    assert late < early + proc_s + 0.3, report  # no queue building up over the run
+    base = statistics.median(r for t, r in rss if 8.0 <= t <= 14.0)  # after the warm-up
+    end = statistics.median(r for t, r in rss if t >= duration_s - 6.0)
+    assert end - base < rss_margin_mib, report
