@@ -4,6 +4,9 @@ It answers from the request alone, so the caller can check every field crossed t
 boundary in both directions.
 """
 
+import sys
+import time
+
 from gleam_ros import ros_env
 
 ros_env.prepare()
@@ -15,7 +18,12 @@ from gleam_ros.msg import EvidenceItem, Explanation  # noqa: E402
 from gleam_ros.srv import Explain  # noqa: E402
 
 
+DELAY_S = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0  # a slow explainer, for timeout tests
+SERVICE = sys.argv[2] if len(sys.argv) > 2 else "explain"
+
+
 def handle(request: Explain.Request, response: Explain.Response) -> Explain.Response:
+    time.sleep(DELAY_S)
     q = request.query
     response.success = True
     response.message = f"{q.width}x{q.height} {q.encoding} lang={request.language}"
@@ -38,7 +46,7 @@ def handle(request: Explain.Request, response: Explain.Response) -> Explain.Resp
 def main() -> None:
     rclpy.init()
     node = rclpy.create_node("gleam_test_explain_server")
-    node.create_service(Explain, "explain", handle)
+    node.create_service(Explain, SERVICE, handle)
     print("server ready", flush=True)
     try:
         rclpy.spin(node)

@@ -16,15 +16,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gleam_ros.nodes import localizer_node
+from gleam_ros.nodes import explainer_node, localizer_node
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "build" / "colcon" / "install" / "gleam_ros"
 LAUNCH_FILES = sorted(p for p in (ROOT / "launch").iterdir() if p.is_file()) if (ROOT / "launch").is_dir() else []
 CONFIG_FILES = sorted((ROOT / "config").glob("*.yaml"))
 # package -> (node name -> parameter declarations); one entry per node executable of this package
-NODES = {"localizer_node": (localizer_node.NODE_NAME, localizer_node.parameter_declarations(),
-                            localizer_node.validate_parameter, set(localizer_node.INPUT_TOPICS))}
+NODES = {
+    "localizer_node": (localizer_node.NODE_NAME, localizer_node.parameter_declarations(),
+                       localizer_node.validate_parameter, set(localizer_node.INPUT_TOPICS)),
+    "explainer_node": (explainer_node.NODE_NAME, explainer_node.parameter_declarations(),
+                       explainer_node.validate_parameter, set(explainer_node.INPUT_TOPICS)),
+}
 IMPLICIT_PARAMETERS = {"use_sim_time"}  # declared by every rclpy node
 SUBST = re.compile(r"\$\((\S+)\s*([^)]*)\)")
 

@@ -33,21 +33,16 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix, 
 from std_msgs.msg import Header
 
 from gleam_ros.core.camera import CameraIntrinsics
-from gleam_ros.core.encoder import TorchBackend
-from gleam_ros.core.geo import LocalFrame, distance_m, offset_latlon
-from gleam_ros.core.index import TileIndex
-from gleam_ros.core.sim.camera_sim import Pose, render_view
-from gleam_ros.core.sim.world import WorldConfig, make_world
-from gleam_ros.core.tiles import TileSpec, iter_tiles
+from gleam_ros.core.geo import LocalFrame, distance_m
+from gleam_ros.core.sim.camera_sim import Pose
 from gleam_ros.msg import GeoPoseHypotheses, GeoPoseHypothesis
 from gleam_ros.nodes import convert
 from gleam_ros.nodes.localizer_node import declared_parameter_names
+from node_data import ALT, INTR, build_world_index, render, truth_pose
 from ros_helpers import NodeProcess, next_domain_id, spin_until
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE = [sys.executable, str(ROOT / "scripts" / "localizer_node")]
-INTR = CameraIntrinsics.from_fov(480, 360, 60.0)
-ALT = 120.0
 NODE_NAME = "gleam_localizer"
 
 
@@ -55,32 +50,15 @@ NODE_NAME = "gleam_localizer"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """(satellite map, index dir, index dir of 'another encoder', centre lat/lon)."""
-    w = make_world(WorldConfig(seed=3, size_m=420.0, gsd_m=0.3))
-    geomap = w.satellite_map()
     out = tmp_path_factory.mktemp("gleam_node")
-    index = TileIndex.build(iter_tiles(geomap, TileSpec(size_m=100.0, overlap=0.5, gsd_m=0.25)), TorchBackend(threads=1),
-                            progress=False)
-    index.save(out / "index")
+    geomap, index_dir = build_world_index(out)
     # The same index, claiming another encoder: the node must refuse it.
     other = out / "index_other_encoder"
-    shutil.copytree(out / "index", other)
+    shutil.copytree(index_dir, other)
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["encoder"]["fingerprint"] = "0123456789abcdef"
     (other / "manifest.json").write_text(json.dumps(manifest))
-    return geomap, out / "index", other, geomap.center_latlon()
-
-
-def truth_pose(geomap, k: int) -> Pose:
-    """k-th pose of a northbound path over the middle of the world (heading near north)."""
-    lat0, lon0 = geomap.center_latlon()
-    lat, lon = offset_latlon(lat0, lon0, 20.0 * math.sin(k / 4.0), -60.0 + 5.0 * k)
-    return Pose(t=float(k), lat=lat, lon=lon, alt_m=ALT, heading_deg=(8.0 * math.sin(k / 3.0)) % 360.0)
-
-
-def render(geomap, pose: Pose) -> np.ndarray:
-    rgb, valid = render_view(geomap, pose, INTR)
-    assert valid.mean() > 0.99
-    return rgb
+    return geomap, index_dir, other, geomap.center_latlon()
 
 
 class Client:

@@ -46,7 +46,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix, 
 from std_msgs.msg import Header  # noqa: E402
 
 from gleam_ros.core.errors import GleamError, InputError  # noqa: E402
-from gleam_ros.msg import GeoPoseHypotheses, GeoPoseHypothesis  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from gleam_ros.msg import Explanation, GeoPoseHypotheses, GeoPoseHypothesis  # noqa: E402
+from gleam_ros.srv import Explain  # noqa: E402
 from gleam_ros.nodes import convert  # noqa: E402
 
 NODE_NAME = "gleam_localizer"
@@ -116,6 +119,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               (0.05, 60.0)),
     ParamSpec("publish_debug_image", False, "publish ~/debug_image (the frame with the inliers drawn)"),
     ParamSpec("hfov_deg", 0.0, "horizontal field of view used when there is no camera_info; 0 = unknown", (0.0, 170.0)),
+    ParamSpec("explain_every_n", 0, "ask the explainer about every N-th trusted fix (0 = only on ~/explain_last)",
+              (0, 100000)),
+    ParamSpec("explain_service", "/gleam_explainer/explain", "(configure) the gleam_ros/srv/Explain service to call"),
+    ParamSpec("explain_timeout_s", 20.0, "an explanation not answered within this is abandoned, s", (0.5, 600.0)),
+    ParamSpec("explain_language", "en", "language of requested explanations", choices=("en", "zh")),
 )
 
 
@@ -157,6 +165,10 @@ class _Stats:
         self.rejected = 0
         self.errors = 0
         self.fixes_published = 0
+        self.trusted_fixes = 0
+        self.explanations = 0
+        self.explain_timeouts = 0
+        self.explain_skipped = 0
         self.last_drop_reason = ""
         self.last_result = ""
         self.last_has_fix = False
@@ -218,6 +230,9 @@ class LocalizerNode(LifecycleNode):
         self._subs: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._last_t: float | None = None
+        self._explain_client: Any = None
+        self._explain_pending: tuple[Any, float] | None = None  # (future, monotonic send time)
+        self._explain_last: Any = None  # Explain.Request for the last trusted fix
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
         self._stop = threading.Event()
@@ -299,7 +314,10 @@ class LocalizerNode(LifecycleNode):
             "fix": self.create_publisher(NavSatFix, "~/fix", reliable),
             "pose": self.create_publisher(PoseWithCovarianceStamped, "~/pose", reliable),
             "debug_image": self.create_publisher(Image, "~/debug_image", reliable),
+            "explanation": self.create_publisher(Explanation, "~/explanation", reliable),
         }
+        self._explain_client = self.create_client(Explain, str(self._p("explain_service")))
+        self._explain_trigger = self.create_service(Trigger, "~/explain_last", self._on_explain_last)
         self._config_error = ""
         self.get_logger().info(
             f"configured: index {index_path} ({index.n_tiles} tiles, encoder {index.fingerprint}), backend {kind} "
@@ -373,6 +391,10 @@ class LocalizerNode(LifecycleNode):
             for pub in self._pubs.values():
                 self.destroy_publisher(pub)
             self._pubs = {}
+            if self._explain_client is not None:
+                self.destroy_client(self._explain_client)
+                self.destroy_service(self._explain_trigger)
+                self._explain_client, self._explain_pending, self._explain_last = None, None, None
         if pipe is not None:
             pipe.index.close()
             del pipe
@@ -573,6 +595,8 @@ class LocalizerNode(LifecycleNode):
             if fix is not None:
                 pose_header = Header(stamp=header.stamp, frame_id=str(self._p("map_frame")))
                 self._pubs["pose"].publish(convert.fix_to_pose(fix, pose_header, pipe.frame))
+        if fix is not None:
+            self._remember_for_explanation(msg, compressed, rgb, header, fix, pipe, flags)
         if self._p("publish_debug_image"):
             v = result.best_verification
             pts = v.pts_frame if v is not None else np.zeros((0, 2))
@@ -591,6 +615,82 @@ class LocalizerNode(LifecycleNode):
                     st.fixes_published += 1
             st.last_result = (result.filter.reason if result.filter is not None else
                               (result.hypotheses[0].reason if result.hypotheses else "no candidates"))
+
+    # ------------------------------------------------------------------ explanations (asynchronous)
+    def _remember_for_explanation(self, msg: Any, compressed: bool, rgb: Any, header: Header, fix: Any, pipe: Any,
+                                  flags: int) -> None:
+        """Keep the request for this trusted fix; send it every ``explain_every_n`` trusted fixes."""
+        req = Explain.Request()
+        req.query = convert.rgb_to_image_msg(rgb, header) if compressed else msg
+        req.tile_id = str(fix.tile_id)
+        req.language = str(self._p("explain_language"))
+        req.has_hypothesis = True
+        req.hypothesis = convert.hypothesis_to_msg(fix, pipe.modality, flags, pipe.ground_alt_m)
+        self._explain_last = req
+        with self._stats.lock:
+            self._stats.trusted_fixes += 1
+            n_fix = self._stats.trusted_fixes
+        every = int(self._p("explain_every_n"))
+        if every > 0 and n_fix % every == 0:
+            self._request_explanation(req)
+
+    def _request_explanation(self, req: Any) -> str:
+        """Send ``req`` without waiting; '' when sent, else why not. Never blocks localization."""
+        client = self._explain_client
+        if client is None:
+            return "not configured"
+        pending = self._explain_pending
+        if pending is not None and not pending[0].done():
+            with self._stats.lock:
+                self._stats.explain_skipped += 1
+            return "an explanation is still pending"
+        if not client.service_is_ready():
+            with self._stats.lock:
+                self._stats.explain_skipped += 1
+            return f"explainer service {client.srv_name} is not available"
+        future = client.call_async(req)
+        self._explain_pending = (future, time.monotonic())
+        future.add_done_callback(self._on_explanation)
+        return ""
+
+    def _on_explanation(self, future: Any) -> None:
+        if future.cancelled():
+            return
+        resp = future.result()
+        if resp is None or not resp.success:
+            why = resp.message if resp is not None else "no response"
+            self.get_logger().warning(f"explainer refused: {why}", throttle_duration_sec=5.0)
+            return
+        pub = self._pubs.get("explanation")
+        if pub is not None:
+            pub.publish(resp.explanation)
+            with self._stats.lock:
+                self._stats.explanations += 1
+
+    def _expire_explanation(self) -> None:
+        """Abandon a request older than ``explain_timeout_s`` (called from the diagnostics timer)."""
+        pending = self._explain_pending
+        if pending is None or pending[0].done():
+            return
+        future, sent = pending
+        if time.monotonic() - sent > float(self._p("explain_timeout_s")):
+            if self._explain_client is not None:
+                self._explain_client.remove_pending_request(future)
+            future.cancel()
+            self._explain_pending = None
+            with self._stats.lock:
+                self._stats.explain_timeouts += 1
+            self.get_logger().warning("explanation timed out; abandoned")
+
+    def _on_explain_last(self, _req: Any, resp: Any) -> Any:
+        """``~/explain_last`` (std_srvs/Trigger): explain the last trusted fix; the answer comes on ~/explanation."""
+        req = self._explain_last
+        if req is None:
+            resp.success, resp.message = False, "no trusted fix yet"
+            return resp
+        why = self._request_explanation(req)
+        resp.success, resp.message = not why, why or f"requested explanation of tile {req.tile_id}"
+        return resp
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostic_status(self) -> DiagnosticStatus:
@@ -628,6 +728,9 @@ class LocalizerNode(LifecycleNode):
                 "backend": str(self._p("backend")),
                 "modality": pipe.modality if pipe else str(self._p("modality")),
                 "configure_error": self._config_error,
+                "explanations_published": str(st.explanations),
+                "explain_timeouts": str(st.explain_timeouts),
+                "explain_skipped": str(st.explain_skipped),
             }
             last_has_fix, processed = st.last_has_fix, st.processed
         level, message = DiagnosticStatus.OK, ""
@@ -646,6 +749,7 @@ class LocalizerNode(LifecycleNode):
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
     def _publish_diagnostics(self) -> None:
+        self._expire_explanation()
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [self.diagnostic_status()]
