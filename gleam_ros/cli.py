@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--kind", choices=("flat", "hnsw", "ivfpq"), default="flat", help="faiss index kind")
     b.add_argument("--batch-size", type=int, default=16)
     _add_backend_args(b)
+    _add_shard_parsers(idx)
 
     loc = sub.add_parser("localize", help="localize one image against an index; prints JSON hypotheses")
     loc.add_argument("--index", required=True)
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     on.add_argument("--opset", type=int, default=17)
     _add_explain_parser(sub)
     _add_bag_parsers(sub)
+    _add_bench_parser(sub)
     return parser
 
 
@@ -411,8 +413,159 @@ def cmd_export_onnx(a: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- country-scale index
+
+
+def _add_shard_parsers(idx) -> None:
+    """`gleam index shard-build` and `gleam index merge` (implemented in :mod:`gleam_ros.core.shards`)."""
+    s = idx.add_parser("shard-build", help="embed the tiles of one or many maps in resumable chunks, one shard per "
+                                           "rank (run under torchrun for several processes / GPUs)")
+    s.add_argument("--map", action="append", required=True,
+                   help="map (any format `index build` reads); repeat for several maps (tile ids get '<map name>:')")
+    s.add_argument("--out", required=True, help="build directory (plan.json, chunks/, shards/); rerun to resume")
+    s.add_argument("--tile-size", type=float, default=100.0, help="tile ground size in metres (default 100)")
+    s.add_argument("--overlap", type=float, default=0.5, help="tile overlap fraction (default 0.5)")
+    s.add_argument("--gsd", type=float, default=0.25, help="tile metres per pixel (default 0.25)")
+    s.add_argument("--min-valid", type=float, default=0.9,
+                   help="skip tiles with less valid (non-hole) area than this (default 0.9)")
+    s.add_argument("--chunk-cells", type=int, default=16,
+                   help="a chunk (unit of work, checkpoint and memory) is N x N grid cells (default 16)")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--rank", type=int, default=None, help="this process's rank (default $RANK, else 0)")
+    s.add_argument("--world-size", type=int, default=None, help="number of ranks (default $WORLD_SIZE, else 1)")
+    s.add_argument("--no-images", action="store_true", help="do not store tile JPEGs (no geometric verification)")
+    s.add_argument("--float16", action="store_true", help="store chunk vectors as float16 (half the disk)")
+    s.add_argument("--map-cache-mb", type=float, default=512.0, help="map pixel cache per map, MiB (default 512)")
+    s.add_argument("--max-chunks", type=int, default=None, help="stop after building this many chunks")
+    s.add_argument("--merge-to", default=None,
+                   help="rank 0: wait for every chunk, then merge into this index directory (as `index merge`)")
+    s.add_argument("--wait-timeout", type=float, default=86400.0, help="--merge-to: seconds to wait for the other ranks")
+    _add_merge_args(s)
+    _add_backend_args(s)
+
+    m = idx.add_parser("merge", help="merge the chunks of a shard build into one index directory (+ spatial cells)")
+    m.add_argument("--shards", required=True, help="build directory of `gleam index shard-build`")
+    m.add_argument("--out", required=True, help="output index directory")
+    _add_merge_args(m)
+
+
+def _add_merge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", choices=("flat", "hnsw", "ivfpq"), default="flat", help="faiss index kind (default flat)")
+    p.add_argument("--factory", default=None,
+                   help="an IVF faiss index_factory string instead of --kind, e.g. OPQ64_256,IVF65536,PQ64")
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists for --kind ivfpq (default ~sqrt(n))")
+    p.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers for --kind ivfpq")
+    p.add_argument("--hnsw-m", type=int, default=32)
+    p.add_argument("--train-size", type=int, default=None, help="IVF training vectors (default max(1e5, 40 nlist))")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists probed by a search without prior")
+    p.add_argument("--cell-m", type=float, default=500.0, help="spatial cell size for prior search, metres")
+
+
+def _merge_from_args(build_dir: str, out: str, a: argparse.Namespace) -> int:
+    from .core.shards import CellSearcher, merge_shards
+
+    path = merge_shards(build_dir, out, kind=a.kind, factory=a.factory, hnsw_m=a.hnsw_m, ivf_nlist=a.nlist,
+                        pq_m=a.pq_m, train_size=a.train_size, nprobe=a.nprobe, cell_m=a.cell_m, progress=True)
+    s = CellSearcher.load(path, verify_checksums=False)
+    print(f"index: {s.n_tiles} tiles ({s.kind}, dim {s.dim}), {s.cells.n_cells} cells of {s.cells.cell_m:g} m -> {path}")
+    return 0
+
+
+def cmd_index_shard_build(a: argparse.Namespace) -> int:
+    """`gleam index shard-build`: this rank's chunks (RANK / WORLD_SIZE / LOCAL_RANK from torchrun)."""
+    from .core.encoder import load_backend
+    from .core.shards import build_shard, rank_from_env, wait_for_chunks
+    from .core.tiles import TileSpec
+
+    env_rank, env_world, local_rank = rank_from_env()
+    rank = env_rank if a.rank is None else a.rank
+    world = env_world if a.world_size is None else a.world_size
+    device = f"cuda:{local_rank}" if a.device == "cuda" and world > 1 else a.device
+    spec = TileSpec(size_m=a.tile_size, overlap=a.overlap, gsd_m=a.gsd, min_valid=a.min_valid)
+    backend = load_backend(a.backend, a.model, device)
+    st = build_shard(a.map, spec, backend, a.out, rank=rank, world_size=world, chunk_cells=a.chunk_cells,
+                     batch_size=a.batch_size, store_images=not a.no_images,
+                     vector_dtype="float16" if a.float16 else "float32",
+                     map_cache_bytes=int(a.map_cache_mb * 2**20), max_chunks=a.max_chunks, progress=True)
+    print(f"rank {rank}/{world}: {st.chunks_built} chunks built, {st.chunks_skipped} already done, {st.tiles} tiles, "
+          f"{st.holes} holes ({st.chunks_mine} of {st.chunks_total} chunks are this rank's) -> {a.out}")
+    if a.merge_to and rank == 0 and not st.stopped_early:
+        wait_for_chunks(a.out, a.wait_timeout)
+        return _merge_from_args(a.out, a.merge_to, a)
+    return 0
+
+
+def cmd_index_merge(a: argparse.Namespace) -> int:
+    """`gleam index merge`."""
+    return _merge_from_args(a.shards, a.out, a)
+
+
+def _add_bench_parser(sub) -> None:
+    """`gleam bench index` (implemented in :mod:`gleam_ros.core.bench_index`)."""
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", metavar="WHAT")
+    p = bench.add_parser("index", help="flat vs HNSW vs IVF-PQ on synthetic embeddings at 10k / 100k / 1M tiles: "
+                                       "build and query time, recall vs exact, bytes per tile, RAM")
+    p.add_argument("--quick", action="store_true", help="10k tiles, 200 queries only (minutes on a small machine)")
+    p.add_argument("--out", default="results/bench_index", help="results folder (default results/bench_index)")
+    p.add_argument("--sizes", default=None, help="comma-separated tile counts (default 10000,100000,1000000)")
+    p.add_argument("--variants", default=None, help="comma-separated variants (default: flat,hnsw32,ivfpq-tileindex,"
+                                                    "opq64-ivfpq64,opq64-ivfpq64-rflat,opq112-ivfpq112)")
+    p.add_argument("--dim", type=int, default=1280, help="embedding dimension (default 1280, the default encoder's)")
+    p.add_argument("--nq", type=int, default=1000, help="queries (default 1000)")
+    p.add_argument("--threads", type=int, default=None, help="threads for build and batch search (default: all CPUs)")
+    p.add_argument("--single-queries", type=int, default=200, help="queries timed one by one, single thread")
+    p.add_argument("--max-build-s", type=float, default=None,
+                   help="skip a variant whose projected build time exceeds this (default: no limit)")
+    p.add_argument("--workdir", default=None, help="folder for the temporary database file (default: system temp)")
+    p.add_argument("--only-up-to", default=None, metavar="NAME=N[,NAME=N]",
+                   help="run these variants only up to N tiles, e.g. opq112-ivfpq112=100000")
+    p.add_argument("--seed", type=int, default=0)
+    _add_bench_run_parser(bench)
+
+
+def _add_bench_run_parser(bench) -> None:
+    """`gleam bench run` (implemented in :mod:`gleam_ros.core.bench`)."""
+    p = bench.add_parser("run", help="localization methods side by side on simulated flights (real map + procedural "
+                                     "world): local features in a radius, retrieval only, full pipeline; latency")
+    p.add_argument("--map", default=None, help="real map to benchmark on (any format `index build` reads)")
+    p.add_argument("--out", default="results/bench_run", help="results folder (default results/bench_run)")
+    p.add_argument("--quick", action="store_true", help="20 frames, a 500 m procedural world (CI-class machines)")
+    p.add_argument("--frames", type=int, default=None, help="frames per flight (default 120, --quick 20)")
+    p.add_argument("--world-size", type=float, default=None, help="procedural world side, m (default 800, --quick 500)")
+    p.add_argument("--world-seed", type=int, default=7, help="procedural world seed (default 7, as `make demo`)")
+    p.add_argument("--no-world", action="store_true", help="skip the procedural world (needs --map)")
+    p.add_argument("--radius", type=float, default=150.0,
+                   help="local-features baseline: verify every tile within this radius of the GPS-like prior (m)")
+    p.add_argument("--prior-noise", type=float, default=5.0, help="GPS-like prior noise, std per axis (m, default 5)")
+    p.add_argument("--finetuned", default=None, metavar="CHECKPOINT_DIR",
+                   help="fine-tuned encoder checkpoint for the retrieval-only row (not run without one)")
+    p.add_argument("--seed", type=int, default=0, help="flight seed")
+
+
+def cmd_bench_run(a: argparse.Namespace) -> int:
+    """`gleam bench run [--map MAP] [--quick]`."""
+    from .core.bench import config_from_args, run_bench
+
+    run_bench(config_from_args(a), a.out, command="gleam " + " ".join(sys.argv[1:]))
+    return 0
+
+
+def cmd_bench_index(a: argparse.Namespace) -> int:
+    """`gleam bench index [--quick]`."""
+    from .core.bench_index import run_from_args
+
+    opts = {k: v for k, v in vars(a).items() if k not in ("command", "bench_command", "verbose") and v not in (None, False)}
+    run_from_args(a, command="gleam bench index " + " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in opts.items()))
+    return 0
+
+
 COMMANDS = {
     ("index", "build"): cmd_index_build,
+    ("index", "shard-build"): cmd_index_shard_build,
+    ("index", "merge"): cmd_index_merge,
+    ("bench", "index"): cmd_bench_index,
+    ("bench", "run"): cmd_bench_run,
     ("localize", None): cmd_localize,
     ("simulate", None): cmd_simulate,
     ("world", None): cmd_world,

@@ -791,3 +791,50 @@ class TileIndex:
         if isinstance(self._pack, mmap.mmap):
             self._pack.close()
         self._pack = None
+
+    # ------------------------------------------------------------------ parts (sharded builds: gleam_ros.core.shards)
+    # Added for the sharded / merged country-scale index; nothing above uses these.
+    @property
+    def faiss_index(self) -> Any:
+        """The underlying FAISS index (for reading: reconstruct, serialise; adding vectors breaks the metadata)."""
+        return self._index
+
+    def meta_arrays(self) -> dict[str, np.ndarray]:
+        """The per-tile metadata arrays as stored in ``tiles.npz`` (shared with the index: do not modify)."""
+        return {k: self._meta[k] for k in _NPZ_KEYS}
+
+    def jpeg_bytes(self, idx: int) -> bytes:
+        """The stored JPEG bytes of tile ``idx`` (``b""`` when the index holds no images)."""
+        i = self._check_idx(idx)
+        return self._jpeg(i) if self.has_images else b""
+
+    @classmethod
+    def from_parts(cls, manifest: dict, faiss_index: Any, meta: dict[str, np.ndarray], pack: Any = None) -> TileIndex:
+        """Assemble an index from the parts :meth:`save` writes: manifest dict, FAISS index, metadata arrays, pack.
+
+        ``pack`` (bytes or an mmap of ``tiles.pack``) is needed when ``manifest["has_images"]``. Raises
+        IndexFormatError when the parts disagree (kind, dimension, tile count, metric, array lengths, pack size).
+        """
+        try:
+            kind, dim, n = manifest["kind"], int(manifest["dim"]), int(manifest["n_tiles"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexFormatError(f"manifest lacks a valid field {exc}") from None
+        if kind not in INDEX_KINDS:
+            raise IndexFormatError(f"unknown index kind {kind!r}")
+        if faiss_index.d != dim or faiss_index.ntotal != n or faiss_index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise IndexFormatError(
+                f"FAISS index holds {faiss_index.ntotal} vectors of dim {faiss_index.d} (metric {faiss_index.metric_type}), "
+                f"manifest says {n} of dim {dim} (inner product)"
+            )
+        missing = [k for k in _NPZ_KEYS if k not in meta]
+        if missing:
+            raise IndexFormatError(f"tile metadata lacks arrays {missing}")
+        for k in _NPZ_KEYS:
+            want = n + 1 if k == "offsets" else n
+            if len(meta[k]) != want:
+                raise IndexFormatError(f"tile metadata array {k!r} has {len(meta[k])} entries, expected {want}")
+        if bool(manifest.get("has_images", True)):
+            if pack is None or len(pack) != int(meta["offsets"][-1]):
+                size = None if pack is None else len(pack)
+                raise IndexFormatError(f"tile pack of {size} bytes but the tile offsets need {int(meta['offsets'][-1])}")
+        return cls(manifest, faiss_index, {k: np.asarray(meta[k]) for k in _NPZ_KEYS}, images=None, pack=pack)
