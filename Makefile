@@ -2,6 +2,9 @@
 # Both set up the environment first when it is missing or stale (tools/setup_env.sh).
 PY := .venv/bin/python
 MAP ?=
+# This clone's sources first, for this process and every child (node processes, the gleam CLI):
+# clones on one machine share the virtual environment, whose editable install names only one.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: setup test demo bench lint clean
 

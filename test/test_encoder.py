@@ -29,8 +29,7 @@ def _grace_hopper() -> np.ndarray:
     cbook = pytest.importorskip("matplotlib.cbook")
     path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        pytest.skip("matplotlib sample image not readable")
+    assert img is not None, f"matplotlib's sample image is not readable: {path}"
     return np.ascontiguousarray(img[:, :, ::-1])
 
 

@@ -19,6 +19,8 @@ mapped by position onto timm's ``tf_efficientnet_lite0``. Nothing is ever downlo
 
 from __future__ import annotations
 
+import abc
+
 import copy
 import dataclasses
 import hashlib
@@ -452,14 +454,15 @@ def _check_threads(threads: int | None) -> int | None:
     return int(threads)
 
 
-class _BackendBase:
+class _BackendBase(abc.ABC):
     name = "base"
     card: ModelCard
     fingerprint: str
     dim: int
 
-    def embed_arrays(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Embed an already preprocessed NCHW float32 batch; ``(N, D)`` unit-norm rows."""
 
     def embed(self, images: Sequence[np.ndarray], modality: str, batch_size: int = 16) -> np.ndarray:
         """Preprocess ``images`` (one modality) with the card's settings and embed them.

@@ -22,9 +22,7 @@ from gleam_ros import ros_env
 
 ros_env.prepare()
 
-import rclpy  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor  # noqa: E402
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -199,25 +197,10 @@ class ExplainerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the explainer node until SIGINT/SIGTERM (exit 0)."""
-    rclpy.init(args=args)
-    try:
-        node = ExplainerNode()
-    except Exception as exc:  # noqa: BLE001 - invalid parameter overrides: one line, no traceback
-        print(f"[{NODE_NAME}] invalid parameter: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run the explainer node until SIGINT/SIGTERM (exit 0); 2 when a parameter given at start is invalid."""
+    from gleam_ros.nodes._run import run_node
+
+    return run_node(ExplainerNode, NODE_NAME, args=args)
 
 
 if __name__ == "__main__":

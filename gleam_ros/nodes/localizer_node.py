@@ -35,11 +35,9 @@ from gleam_ros import ros_env
 ros_env.prepare()
 
 import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix, NavSatStatus, Range  # noqa: E402
@@ -759,27 +757,13 @@ class LocalizerNode(LifecycleNode):
 # ------------------------------------------------------------------------------------------ main
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM (exit 0); 2 when a parameter given at start is invalid."""
-    rclpy.init(args=args)
-    try:
-        node = LocalizerNode()
-    except Exception as exc:  # noqa: BLE001 - invalid parameter overrides: one line, no traceback
-        print(f"[{NODE_NAME}] invalid parameter: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
+    from gleam_ros.nodes._run import run_node
+
+    def start(node: LocalizerNode) -> None:
         if node.get_parameter("autostart").value:
             node.autostart()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+
+    return run_node(LocalizerNode, NODE_NAME, on_start=start, on_stop=LocalizerNode.close, args=args)
 
 
 if __name__ == "__main__":
