@@ -482,6 +482,11 @@ def markdown_table(result: dict) -> str:
         f"Synthetic {result['synthetic']['dim']}-d clustered unit vectors; {result['nq']} queries = perturbed database "
         f"vectors; recall against exact inner-product search. Goals at {g['n']:,} tiles: query <= {g['query_ms']} ms, "
         f"recall@1 >= {g['recall_at_1']}, <= {g['bytes_per_tile']} bytes/tile.",
+    ]
+    for run in result.get("runs", []):
+        lines.append(f"- run {run['created']} (load average at start {run.get('loadavg_start')}): "
+                     f"sizes {run['sizes']}, `{run['command']}`")
+    lines += [
         "",
         "| tiles | variant | factory | build s | query p50 ms (1 thread) | batch ms/query | recall@1 | recall@10 | "
         "source@1 | bytes/tile | RAM MB |",
@@ -548,7 +553,7 @@ def plot(result: dict, path: Path) -> Path | None:
     axes[3].axvline(g["query_ms"], color="k", ls=":", lw=1)
     axes[3].set_xscale("log")
     axes[3].set_xlabel("query p50 ms (1 thread)")
-    axes[3].set_title(f"recall@1 vs query time at {n_max:,} tiles (nprobe / efSearch sweep)")
+    axes[3].set_title(f"recall@1 vs query p50 at {n_max:,} tiles (sweep)")
     axes[3].grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"gleam bench index ({result['machine']['cpu_count']} CPUs; dotted: goals at 1M tiles)")
@@ -556,6 +561,19 @@ def plot(result: dict, path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def combine_results(results: Sequence[dict]) -> dict:
+    """One report from several runs (e.g. the small sizes and 1M run separately): rows in order, runs listed."""
+    if not results:
+        raise ConfigError("no results to combine")
+    out = dict(results[-1])
+    out["rows"] = [r for res in results for r in res["rows"]]
+    out["sizes"] = [s for res in results for s in res.get("sizes", [])]
+    out["runs"] = [{"created": res["created"], "command": res.get("command", ""), "machine": res["machine"],
+                    "loadavg_start": res["machine"].get("loadavg_start"), "loadavg_end": res.get("loadavg_end"),
+                    "sizes": sorted({r["n"] for r in res["rows"]})} for res in results]
+    return out
 
 
 def write_reports(result: dict, out: Path) -> dict[str, Path]:
