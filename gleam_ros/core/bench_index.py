@@ -277,18 +277,9 @@ def _sweep(index: Any, v: Variant, q: np.ndarray, gt: np.ndarray, k: int, thread
         t0 = time.perf_counter()
         _, ids = index.search(q, k, params=params)
         batch = (time.perf_counter() - t0) * 1e3 / len(q)
-        faiss.omp_set_num_threads(1)
-        times: list[float] = []
-        t_end = time.perf_counter() + budget_s
-        for i in range(min(nq_single, len(q))):
-            t0 = time.perf_counter()
-            index.search(q[i:i + 1], k, params=params)
-            times.append((time.perf_counter() - t0) * 1e3)
-            if time.perf_counter() > t_end and len(times) >= 10:
-                break
-        faiss.omp_set_num_threads(threads)
-        out.append({name: val, "recall_at_1": float(np.mean(ids[:, 0] == gt[:, 0])),
-                    "recall_at_10": float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ids, gt)])),
+        times = _single_query_ms(index, q, k, params, nq_single, budget_s, 10, threads)
+        r1, r10 = _recalls(ids, gt, k)
+        out.append({name: val, "recall_at_1": r1, "recall_at_10": r10,
                     "query_p50_ms": _percentile(times, 50), "batch_ms_per_query": batch, "single_queries": len(times)})
     return out
 
@@ -297,6 +288,29 @@ def _rss() -> int:
     import psutil
 
     return int(psutil.Process().memory_info().rss)
+
+
+def _recalls(ids: np.ndarray, gt: np.ndarray, k: int) -> tuple[float, float]:
+    """(recall@1, recall@k) of search results ``ids`` against exact results ``gt``."""
+    r1 = float(np.mean(ids[:, 0] == gt[:, 0]))
+    rk = float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ids, gt)]))
+    return r1, rk
+
+
+def _single_query_ms(index, q: np.ndarray, k: int, params, n: int, budget_s: float, min_n: int,
+                     threads: int) -> list[float]:
+    """Milliseconds per single query on one thread (up to ``n`` queries or ``budget_s``, at least ``min_n``)."""
+    faiss.omp_set_num_threads(1)
+    times: list[float] = []
+    t_end = time.perf_counter() + budget_s
+    for i in range(min(n, len(q))):
+        t0 = time.perf_counter()
+        index.search(q[i:i + 1], k, params=params)
+        times.append((time.perf_counter() - t0) * 1e3)
+        if time.perf_counter() > t_end and len(times) >= min_n:
+            break
+    faiss.omp_set_num_threads(threads)
+    return times
 
 
 def _percentile(xs: Sequence[float], p: float) -> float:
@@ -368,20 +382,9 @@ def run_variant(db: _DbFile, v: Variant, q: np.ndarray, gt: np.ndarray, src: np.
     _, ids = index.search(q, k, params=params)
     row["batch_ms_per_query"] = (time.perf_counter() - t0) * 1e3 / len(q)
     row["threads"] = threads
-    row["recall_at_1"] = float(np.mean(ids[:, 0] == gt[:, 0]))
-    row["recall_at_10"] = float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ids, gt)]))
+    row["recall_at_1"], row["recall_at_10"] = _recalls(ids, gt, k)
     row["source_at_1"] = float(np.mean(ids[:, 0] == src))
-    # single query, single thread
-    faiss.omp_set_num_threads(1)
-    times: list[float] = []
-    t_end = time.perf_counter() + single_budget_s
-    for i in range(min(single_queries, len(q))):
-        t0 = time.perf_counter()
-        index.search(q[i:i + 1], k, params=params)
-        times.append((time.perf_counter() - t0) * 1e3)
-        if time.perf_counter() > t_end and len(times) >= 20:
-            break
-    faiss.omp_set_num_threads(threads)
+    times = _single_query_ms(index, q, k, params, single_queries, single_budget_s, 20, threads)
     row.update(query_p50_ms=_percentile(times, 50), query_p90_ms=_percentile(times, 90), single_queries=len(times))
     if sweep:
         row["sweep"] = _sweep(index, v, q, gt, k, threads, min(single_queries, 100))
