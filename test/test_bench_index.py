@@ -21,15 +21,17 @@ def _quiet(*_a, **_k):
 def result(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench")
     res = run_benchmark(d / "out", sizes=[1200, 1500], spec=SPEC, nq=60, threads=1, single_queries=30, quick=True,
-                        variants=["flat", "hnsw32", "ivfpq-tileindex", "opq64-ivfpq64", "opq64-ivfpq64-rflat"],
-                        workdir=d, log=_quiet, command="test", only_up_to={"hnsw32": 1200, "opq64-ivfpq64-rflat": 1200})
+                        variants=["flat", "hnsw32", "ivfpq-tileindex", "opq64-ivfpq64", "opq64-ivfpq64-rflat",
+                                  "opq64-ivfpq128fs"],
+                        workdir=d, log=_quiet, command="test",
+                        only_up_to={"hnsw32": 1200, "opq64-ivfpq64-rflat": 1200, "opq64-ivfpq128fs": 1200})
     return d, res
 
 
 def test_rows_have_every_measurement(result):
     d, res = result
     rows = {r["variant"]: r for r in res["rows"] if r["n"] == 1200}
-    assert list(rows) == ["flat", "hnsw32", "ivfpq-tileindex", "opq64-ivfpq64", "opq64-ivfpq64-rflat"]
+    assert list(rows) == ["flat", "hnsw32", "ivfpq-tileindex", "opq64-ivfpq64", "opq64-ivfpq64-rflat", "opq64-ivfpq128fs"]
     assert [r["variant"] for r in res["rows"] if r["n"] == 1500] == ["flat", "ivfpq-tileindex", "opq64-ivfpq64"]
     for r in rows.values():
         assert r["n"] == 1200 and "skipped" not in r
@@ -49,6 +51,11 @@ def test_rows_have_every_measurement(result):
     assert rf["train_shared_with"] == "opq64-ivfpq64" and rf["train_s"] == base["train_s"]  # trained once
     assert rf["factory"] == base["factory"] + ",RFlat" and rf["bytes_per_tile"] > flat["bytes_per_tile"]
     assert rf["recall_at_10"] >= base["recall_at_10"]  # exact re-ranking of the shortlist
+    # fast scan: twice the sub-quantizers at 4 bits = the same code bytes as the 8-bit PQ, not trained with it
+    fs = rows["opq64-ivfpq128fs"]
+    assert fs["factory"] == base["factory"].replace(",PQ8", ",PQ16x4fs") and "train_shared_with" not in fs
+    assert fs["bytes_per_tile"] < 2 * base["bytes_per_tile"] and fs["search"]["nprobe"] == 256
+    assert fs["sweep"][-1]["recall_at_1"] >= fs["sweep"][0]["recall_at_1"]
     # operating points of each built index: nprobe up to nlist (all lists), efSearch for HNSW; none for flat
     assert "sweep" not in flat or not flat["sweep"]
     assert [p["efSearch"] for p in rows["hnsw32"]["sweep"]] == [16, 32, 64, 128, 256, 512]
@@ -97,6 +104,7 @@ def test_variants_and_bad_arguments(tmp_path):
     assert v["opq64-ivfpq64"].factory == "OPQ64_256,IVF4096,PQ64"
     assert v["ivfpq-tileindex"].factory == "IVF1000,PQ64" and v["ivfpq-tileindex"].search["nprobe"] == 250
     assert v["opq112-ivfpq112"].factory == "OPQ112_224,IVF4096,PQ112"
+    assert v["opq64-ivfpq128fs"].factory == "OPQ64_256,IVF4096,PQ128x4fs" and v["opq64-ivfpq128fs"].search["nprobe"] == 256
     small = {x.name: x for x in make_variants(10_000, 1280)}
     assert small["opq64-ivfpq64"].factory == "OPQ64_256,IVF256,PQ64"  # >= 39 training points per list
     with pytest.raises(ConfigError):

@@ -381,7 +381,8 @@ def test_merge_with_a_factory_string(merged, tmp_path):
     q = RandProjBackend().embed([t.image], "uav")
     assert s.search(q, k=1, prior=(t.center_lat, t.center_lon, 60.0))[0][0].tile_idx == 20
     # refine stages, non-IVF indexes, nonsense, too few vectors for OPQ's 256-centroid training
-    for bad in ("PCA16,IVF4,PQ8x4,RFlat", "HNSW16", "NotAFactory", "OPQ8_32,IVF4,PQ8x4"):
+    # ... and SIMD fast-scan PQ, whose packed codes the prior-constrained scoring cannot reconstruct
+    for bad in ("PCA16,IVF4,PQ8x4,RFlat", "HNSW16", "NotAFactory", "OPQ8_32,IVF4,PQ8x4", "PCA16,IVF4,PQ8x4fs"):
         with pytest.raises(ConfigError):
             merge_shards(merged["build"], tmp_path / "bad", factory=bad)
 

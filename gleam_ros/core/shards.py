@@ -642,6 +642,9 @@ def _make_faiss_index(kind: str, factory: str | None, dim: int, n: int, hnsw_m: 
         except RuntimeError:
             raise ConfigError(f"factory {factory!r} is not an IVF index (use kind flat/hnsw for those)") from None
         ivf = faiss.downcast_index(ivf)
+        if "FastScan" in type(ivf).__name__:  # faiss segfaults on reconstruct of packed 4-bit codes
+            raise ConfigError(f"factory {factory!r}: fast-scan codes ('x4fs') cannot be reconstructed, and the "
+                              "prior-constrained search scores candidates from reconstructed vectors; use 8-bit PQ")
         if hasattr(ivf, "do_polysemous_training"):
             ivf.do_polysemous_training = False  # index_factory turns it on for 8-bit PQ: slow and unused
         params.update(factory=factory, ivf_nlist=int(ivf.nlist))
