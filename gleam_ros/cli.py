@@ -225,11 +225,11 @@ def cmd_index_build(a: argparse.Namespace) -> int:
 
 def _localizer(index_dir: str, a: argparse.Namespace, **cfg):
     from .core.encoder import load_backend
-    from .core.index import TileIndex
     from .core.localizer import Localizer, LocalizerConfig
+    from .core.shards import open_index
 
     backend = load_backend(a.backend, a.model, a.device)
-    index = TileIndex.load(index_dir, backend=backend)
+    index = open_index(index_dir, backend=backend)
     return Localizer(backend, index, LocalizerConfig(**cfg))
 
 

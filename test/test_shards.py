@@ -326,6 +326,23 @@ def test_prior_search_scores_only_nearby_cells_and_finds_the_tile(merged, kind):
     assert s.stats.last_cells <= 16 and s.stats.last_candidates == 0
 
 
+def test_localizer_opens_merged_indexes_with_cell_search(merged, tmp_path):
+    from gleam_ros.core.localizer import Localizer, LocalizerConfig, PositionPrior
+
+    b = RandProjBackend()
+    s = shards.open_index(merged["flat"], backend=b)
+    assert isinstance(s, CellSearcher)  # the merge wrote cells.npz
+    plain = TileIndex.load(merged["flat"])
+    plain.save(tmp_path / "plain")  # a TileIndex saved on its own has no cell table
+    assert isinstance(shards.open_index(tmp_path / "plain", backend=b), TileIndex)
+    loc = Localizer(b, s, LocalizerConfig(n_rotations=1))
+    t = s.tile(30)
+    prior = PositionPrior(t.center_lat, t.center_lon, 120.0)
+    res = loc.localize(t.image, t=0.0, position_prior=prior)
+    assert s.stats.queries == 1 and s.stats.last_scored == len(s.index.tiles_within(prior.lat, prior.lon, prior.radius_m))
+    assert s.stats.last_scored < s.n_tiles / 3 and res.hypotheses[0].tile_id == t.tile_id
+
+
 def test_prior_search_cost_does_not_grow_with_the_country():
     """Synthetic indexes of 60x60 and 240x240 tiles (16x the area): the same prior scores the same tiles."""
     to_ll = get_transformer(CRS, "EPSG:4326")

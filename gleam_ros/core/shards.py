@@ -875,6 +875,18 @@ def merge_shards(
 # ============================================================================ prior-local search
 
 
+def open_index(index_dir: str | os.PathLike, backend: Any = None, expected_fingerprint: str | None = None,
+               verify_checksums: bool = True) -> TileIndex | CellSearcher:
+    """The index for a localizer: a :class:`CellSearcher` when the directory has a cell table (``cells.npz``,
+    written by :func:`merge_shards`: a large index whose prior-constrained search must stay local), else the
+    :class:`TileIndex` itself (whose prior search filters all tile centres, fine up to ~10^5 tiles)."""
+    if (Path(index_dir) / CELLS_NAME).is_file():
+        return CellSearcher.load(index_dir, backend=backend, expected_fingerprint=expected_fingerprint,
+                                 verify_checksums=verify_checksums)
+    return TileIndex.load(index_dir, backend=backend, expected_fingerprint=expected_fingerprint,
+                          verify_checksums=verify_checksums)
+
+
 @dataclass
 class SearchStats:
     """Work done by :class:`CellSearcher` prior searches: cells looked up and candidate tiles scored."""

@@ -283,9 +283,9 @@ class LocalizerNode(LifecycleNode):
             return self._fail(f"parameters backend={kind!r} model_path={model_path!r} device={device!r}: "
                               f"{type(exc).__name__}: {exc}")
         try:
-            from gleam_ros.core.index import TileIndex
+            from gleam_ros.core.shards import open_index
 
-            index = TileIndex.load(index_path, backend=backend)
+            index = open_index(index_path, backend=backend)  # cell-local prior search for merged (large) indexes
         except Exception as exc:  # noqa: BLE001
             return self._fail(f"parameter index_path={index_path!r}: {type(exc).__name__}: {exc}")
         try:
