@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from gleam_ros.core.bench_index import SynthSpec, SyntheticVectors, make_variants, markdown_table, run_benchmark
+from gleam_ros.core.bench_index import (SynthSpec, SyntheticVectors, combine_results, make_variants, markdown_table,
+                                        run_benchmark)
 from gleam_ros.core.errors import ConfigError
 
 SPEC = SynthSpec(dim=32, latent_rank=16, n_clusters=16)
@@ -124,3 +125,16 @@ def test_cli_bench_index(tmp_path, capsys):
     assert res["command"].startswith("gleam bench index") and "--sizes 1000" in res["command"]
     assert "| 1,000 | flat |" in capsys.readouterr().out
     assert cli.main(["bench", "index", "--sizes", "1000", "--variants", "nope", "--out", str(out)]) == 2
+
+
+def test_combined_reports_keep_every_run_and_row(result):
+    _, res = result
+    other = {**res, "created": "later", "rows": res["rows"][:2], "sizes": res["sizes"][:1]}
+    both = combine_results([res, other])
+    assert [r["created"] for r in both["runs"]] == [res["created"], "later"]
+    assert both["rows"] == res["rows"] + res["rows"][:2] and len(both["sizes"]) == len(res["sizes"]) + 1
+    again = combine_results([both, other])  # a combined report contributes the runs it lists
+    assert [r["created"] for r in again["runs"]] == [res["created"], "later", "later"]
+    assert "later" in markdown_table(again)
+    with pytest.raises(ConfigError):
+        combine_results([])

@@ -572,15 +572,18 @@ def plot(result: dict, path: Path) -> Path | None:
 
 
 def combine_results(results: Sequence[dict]) -> dict:
-    """One report from several runs (e.g. the small sizes and 1M run separately): rows in order, runs listed."""
+    """One report from several runs (e.g. the small sizes and 1M run separately): rows in order, runs listed.
+
+    An input that is itself a combined report contributes the runs it lists."""
     if not results:
         raise ConfigError("no results to combine")
     out = dict(results[-1])
     out["rows"] = [r for res in results for r in res["rows"]]
     out["sizes"] = [s for res in results for s in res.get("sizes", [])]
-    out["runs"] = [{"created": res["created"], "command": res.get("command", ""), "machine": res["machine"],
-                    "loadavg_start": res["machine"].get("loadavg_start"), "loadavg_end": res.get("loadavg_end"),
-                    "sizes": sorted({r["n"] for r in res["rows"]})} for res in results]
+    out["runs"] = [run for res in results for run in (res.get("runs") or [
+        {"created": res["created"], "command": res.get("command", ""), "machine": res["machine"],
+         "loadavg_start": res["machine"].get("loadavg_start"), "loadavg_end": res.get("loadavg_end"),
+         "sizes": sorted({r["n"] for r in res["rows"]})}])]
     return out
 
 
