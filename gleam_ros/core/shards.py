@@ -48,7 +48,6 @@ import numpy as np
 from . import geo
 from .errors import ConfigError, IndexFormatError, IndexMismatchError, InputError
 from .index import (
-    _MIN_IVFPQ_TRAIN,
     _NPZ_KEYS,
     FORMAT_VERSION,
     INDEX_KINDS,
@@ -62,7 +61,8 @@ from .index import (
     _fsync_write,
     _json_default,
     _jsonable,
-    _largest_divisor_at_most,
+    ivfpq_layout,
+    make_ivfpq,
     _sha256_file,
     _uniform_or_list,
 )
@@ -653,16 +653,12 @@ def _make_faiss_index(kind: str, factory: str | None, dim: int, n: int, hnsw_m: 
         raise ConfigError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
     actual = kind
     if kind == "ivfpq":
-        nlist = int(ivf_nlist) if ivf_nlist is not None else int(np.clip(round(math.sqrt(n)), 1, max(1, n // 39)))
-        nbits = min(8, math.floor(math.log2(n / 8.0))) if n >= 8 else 0
-        if n < _MIN_IVFPQ_TRAIN or n < nlist or nbits < 4:
-            LOG.warning("only %d tiles: too few to train IVF-PQ (nlist=%d); building a flat index instead", n, nlist)
+        layout = ivfpq_layout(dim, n, ivf_nlist, pq_m)
+        if layout is None:
+            LOG.warning("only %d tiles: too few to train IVF-PQ; building a flat index instead", n)
             actual = "flat"
         else:
-            m = int(pq_m) if pq_m is not None else _largest_divisor_at_most(dim, min(64, max(1, dim // 4)))
-            if m < 1 or dim % m:
-                raise ConfigError(f"pq_m must be a positive divisor of the embedding dimension {dim}, got {pq_m}")
-            params.update(ivf_nlist=nlist, pq_m=m, pq_nbits=nbits)
+            params.update({k: v for k, v in layout.items() if k != "train_size"})
     if actual == "flat":
         return faiss.IndexFlatIP(dim), "flat", params
     if actual == "hnsw":
@@ -672,12 +668,7 @@ def _make_faiss_index(kind: str, factory: str | None, dim: int, n: int, hnsw_m: 
         index.hnsw.efConstruction = max(40, 2 * int(hnsw_m))
         params["hnsw_m"] = int(hnsw_m)
         return index, "hnsw", params
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFPQ(quantizer, dim, params["ivf_nlist"], params["pq_m"], params["pq_nbits"],
-                             faiss.METRIC_INNER_PRODUCT)
-    index.cp.min_points_per_centroid = 1
-    index.pq.cp.min_points_per_centroid = 1
-    return index, "ivfpq", params
+    return make_ivfpq(dim, layout), "ivfpq", params
 
 
 def _chunk_vectors(build_dir: Path, j: int) -> np.ndarray:
