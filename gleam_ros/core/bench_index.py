@@ -35,6 +35,7 @@ import faiss
 import numpy as np
 
 from .errors import ConfigError
+from .index import _largest_divisor_at_most, opq_ivf_shape
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (10_000,)
@@ -181,34 +182,20 @@ class Variant:
     train_size: int = 0
 
 
-def _pow2_near(x: float) -> int:
-    return int(2 ** round(math.log2(max(1.0, x))))
-
-
-def _largest_divisor_at_most(n: int, limit: int) -> int:
-    for m in range(max(1, min(n, limit)), 0, -1):
-        if n % m == 0:
-            return m
-    return 1
-
-
 def make_variants(n: int, dim: int, names: Sequence[str] = DEFAULT_VARIANTS, quick: bool = False) -> list[Variant]:
     """The benchmark's index configurations for ``n`` vectors of dimension ``dim``.
 
-    ``ivfpq-tileindex`` is what ``TileIndex.build(kind="ivfpq")`` makes today (nlist ~ sqrt(n), PQ with <= 64
-    sub-quantizers, nprobe = max(16, nlist / 4)). The ``opq*`` variants rotate + reduce with OPQ to 256 (or ``dim``)
+    ``ivfpq-tileindex`` is what ``TileIndex.build(kind="ivfpq")`` makes below ``OPQ_MIN_TILES`` (nlist ~ sqrt(n), PQ
+    with <= 64 sub-quantizers, nprobe = max(16, nlist / 4)); above it, TileIndex builds ``opq64-ivfpq64`` and probes a
+    quarter of the lists. The ``opq*`` variants rotate + reduce with OPQ to 256 (or ``dim``)
     dimensions, use nlist ~ 4 sqrt(n) (a power of two, >= 39 training points per list) and nprobe 32; ``-rflat``
     re-ranks the IVF-PQ shortlist (k_factor 16) with the exact vectors, which it stores (so it is big).
     ``opq64-ivfpq128fs`` keeps the 64 bytes of code per tile but as 128 4-bit sub-quantizers scanned with faiss's
     SIMD "fast scan" (distance tables in registers): several times faster per code, so it can afford nprobe 256.
     """
     nlist_sqrt = int(np.clip(round(math.sqrt(n)), 1, max(1, n // 39)))
-    nlist = _pow2_near(4 * math.sqrt(n))
-    while nlist > 1 and nlist > n / 39:  # >= 39 training points per list
-        nlist //= 2
+    d_opq, m64, nlist = opq_ivf_shape(dim, n)  # the layout TileIndex uses from OPQ_MIN_TILES on
     m_ti = _largest_divisor_at_most(dim, min(64, max(1, dim // 4)))
-    d_opq = min(256, dim - dim % 16)
-    m64 = min(64, d_opq // 4)
     d112 = min(224, dim - dim % 16)
     m112 = _largest_divisor_at_most(d112, min(112, d112 // 2))
     train = min(n, max(50_000, 40 * nlist))

@@ -147,6 +147,16 @@ OPQ_MIN_TILES = 50_000
 _OPQ_NITER = 20  # faiss's default 50 makes OPQ training dominate the build; 20 gave the recall above
 
 
+def opq_ivf_shape(dim: int, n: int) -> tuple[int, int, int]:
+    """(OPQ output dimension <= 256, PQ sub-quantizers <= 64, IVF lists ~ 4 sqrt(n) as a power of two with >= 39
+    training points per list) of the OPQ IVF-PQ layout for ``n`` vectors of dimension ``dim``."""
+    d_opq = min(256, dim - dim % 16)
+    nlist = int(2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))))
+    while nlist > 1 and nlist > n / 39:
+        nlist //= 2
+    return d_opq, min(64, d_opq // 4), nlist
+
+
 def ivfpq_layout(dim: int, n: int, ivf_nlist: int | None = None, pq_m: int | None = None) -> dict | None:
     """IVF-PQ parameters for ``n`` vectors of dimension ``dim``, or None when there are too few to train it.
 
@@ -157,11 +167,7 @@ def ivfpq_layout(dim: int, n: int, ivf_nlist: int | None = None, pq_m: int | Non
     if pq_m is not None and (int(pq_m) < 1 or dim % int(pq_m) != 0):
         raise ConfigError(f"pq_m must be a positive divisor of the embedding dimension {dim}, got {pq_m}")
     if ivf_nlist is None and pq_m is None and n >= OPQ_MIN_TILES and dim >= 64:
-        d_opq = min(256, dim - dim % 16)
-        m = min(64, d_opq // 4)
-        nlist = int(2 ** round(math.log2(4 * math.sqrt(n))))
-        while nlist > 1 and nlist > n / 39:  # >= 39 training points per list
-            nlist //= 2
+        d_opq, m, nlist = opq_ivf_shape(dim, n)
         return {"ivf_nlist": nlist, "pq_m": m, "pq_nbits": 8, "opq_dim": d_opq,
                 "factory": f"OPQ{m}_{d_opq},IVF{nlist},PQ{m}", "train_size": int(min(n, max(OPQ_MIN_TILES, 40 * nlist)))}
     nlist = int(ivf_nlist) if ivf_nlist is not None else int(np.clip(round(math.sqrt(n)), 1, max(1, n // 39)))
