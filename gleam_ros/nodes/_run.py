@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+#: How often the spin loop looks at the stop flag; bounds how long SIGINT/SIGTERM takes to act.
+SPIN_PERIOD_S = 0.1
 
 
 def run_node(make_node: Callable[[], Any], name: str, on_start: Callable[[Any], None] | None = None,
@@ -17,26 +23,45 @@ def run_node(make_node: Callable[[], Any], name: str, on_start: Callable[[Any], 
     Invalid parameter overrides given at start make ``make_node`` raise: one line on stderr naming
     the node, exit code 2, no traceback. ``on_start`` runs before spinning (e.g. autostart),
     ``on_stop`` before the node is destroyed (e.g. joining a worker thread).
+
+    rclpy's own signal handlers are off: they shut the context down from the signal, and an executor
+    between two waits then fails with ``RCLError: failed to initialize wait set`` (a traceback and exit 1
+    instead of a clean stop). Here the signal only sets a flag; the spin loop sees it within
+    ``SPIN_PERIOD_S`` and the context is shut down after the executor has stopped. A second signal
+    while stopping raises KeyboardInterrupt, so a stuck ``on_stop`` can still be interrupted.
     """
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        node = make_node()
-    except Exception as exc:  # noqa: BLE001 - invalid parameter overrides: one line, no traceback
-        print(f"[{name}] invalid parameter: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        if on_start is not None:
-            on_start(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        try:
+            node = make_node()
+        except Exception as exc:  # noqa: BLE001 - invalid parameter overrides: one line, no traceback
+            print(f"[{name}] invalid parameter: {exc}", file=sys.stderr, flush=True)
+            rclpy.try_shutdown()
+            return 2
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            if on_start is not None:
+                on_start(node)
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            if on_stop is not None:
+                on_stop(node)
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown()
+        return 0
     finally:
-        if on_stop is not None:
-            on_stop(node)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
