@@ -8,6 +8,7 @@ it from a camera pose via the exact ground-plane -> image homography K R^T [e1 e
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import cv2
@@ -368,3 +369,63 @@ def test_tile_feature_cache_is_bounded(world, tile):
     assert not v.verify(frame, other, INTR).ok
     assert v.verify(frame, tile, INTR).ok  # evicted and recomputed, same answer
     assert len(v._cache) == 1
+
+
+# ----------------------------------------------------------------------------------------- matching
+
+
+def _bf_matches(verifier: Verifier, fd: np.ndarray, td: np.ndarray, ratio: float) -> dict[int, tuple[float, int]]:
+    """Oracle: OpenCV's brute-force 2-NN, Lowe ratio, then the closest frame point per tile point."""
+    best: dict[int, tuple[float, int]] = {}
+    for m in cv2.BFMatcher(cv2.NORM_L2).knnMatch(fd, td, k=2):
+        if len(m) == 2 and m[0].distance < ratio * m[1].distance:
+            prev = best.get(m[0].trainIdx)
+            if prev is None or m[0].distance < prev[0]:
+                best[m[0].trainIdx] = (m[0].distance, m[0].queryIdx)
+    return best
+
+
+def test_sift_matching_equals_opencv_brute_force(world, tile, verifier):
+    """The BLAS nearest-neighbour search gives OpenCV's brute-force neighbours and distances."""
+    from gleam_ros.core.verify import _knn2_l2
+
+    frame, _ = render_true(world, 20.0, -15.0, 120.0, 30.0, 3.0, -2.0)
+    ff = verifier._features(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+    tf = verifier._features(cv2.cvtColor(tile.image, cv2.COLOR_RGB2GRAY))
+    assert len(ff.pts) > 500 and len(tf.pts) > 500
+    d, idx = _knn2_l2(ff.desc, tf.desc)
+    d_blk, idx_blk = _knn2_l2(ff.desc, tf.desc, block_elems=7 * len(tf.desc))  # row blocks of 7, ragged end
+    np.testing.assert_array_equal(idx_blk, idx)
+    np.testing.assert_allclose(d_blk, d, rtol=0, atol=1e-3)
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(ff.desc, tf.desc, k=2)
+    bd = np.array([[m[0].distance, m[1].distance] for m in knn])
+    bi = np.array([[m[0].trainIdx, m[1].trainIdx] for m in knn])
+    np.testing.assert_allclose(d, bd, rtol=0, atol=1e-2)
+    assert np.all(d[:, 0] <= d[:, 1])
+    differ = bi != idx  # allowed only where two tile points are equally near (float rounding)
+    assert np.all(np.abs(bd[differ] - d[differ]) < 1e-2) and differ.mean() < 0.01
+
+    pf, pt = verifier._match(ff, tf)
+    oracle = _bf_matches(verifier, ff.desc, tf.desc, verifier.cfg.ratio)
+    assert len(pf) > verifier.cfg.min_inliers
+    expect = sorted((q, t) for t, (_, q) in oracle.items())
+    # compare coordinates as multisets (SIFT repeats a keypoint position for each of its orientations)
+    want = Counter((*ff.pts[q], *tf.pts[t]) for q, t in expect)
+    got = Counter(tuple(x) for x in np.hstack([pf, pt]).astype(np.float32))
+    # identical up to near-ties that float rounding may order differently
+    assert sum((got & want).values()) >= 0.99 * len(expect)
+    assert abs(len(pf) - len(expect)) <= max(2, len(expect) // 100)
+
+
+def test_matching_keeps_one_frame_point_per_tile_point(verifier):
+    """Several frame points whose nearest tile point is the same: only the closest survives the match."""
+    from gleam_ros.core.verify import _Features
+
+    rng = np.random.default_rng(3)
+    td = rng.uniform(0, 200, (6, 128)).astype(np.float32)
+    fd = np.stack([td[0] + 1.0, td[0] + 0.5, td[0] + 2.0, td[4] + 0.25, rng.uniform(0, 200, 128)]).astype(np.float32)
+    fpts = np.arange(10, dtype=np.float32).reshape(5, 2)
+    tpts = (100 + np.arange(12, dtype=np.float32)).reshape(6, 2)
+    pf, pt = verifier._match(_Features(fpts, fd), _Features(tpts, td))
+    np.testing.assert_array_equal(pf, fpts[[1, 3]])  # td[0]'s closest frame point is row 1; row 3 -> td[4]
+    np.testing.assert_array_equal(pt, tpts[[0, 4]])
