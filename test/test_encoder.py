@@ -317,6 +317,8 @@ def test_onnx_export_agrees_with_torch(lite0_onnx, torch_backend):
     assert ob.name == "onnx" and ob.dim == torch_backend.dim == 1280
     assert ob.fingerprint == torch_backend.fingerprint and ob.card == torch_backend.card
     assert ob.providers == ["CPUExecutionProvider"]
+    assert ob.describe() == f"onnx {Path(lite0_onnx).name} on CPUExecutionProvider"
+    assert torch_backend.describe() == f"torch on cpu, {torch_backend.card.name}"
     cases = {
         "uav": [_smooth_img(96, 96, 1), _smooth_img(300, 200, 2), _rng_img(64, 90, 3)],
         "satellite": [_smooth_img(256, 256, 4)],

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -69,6 +70,33 @@ def _subscribed_topics(client: Client) -> set[str]:
     return {name for name, _ in client.node.get_subscriber_names_and_types_by_node(NODE_NAME, "/")}
 
 
+class _Lifecycle:
+    """Lifecycle and parameter services of the node under test."""
+
+    def __init__(self, client: Client, proc: NodeProcess) -> None:
+        self.client, self.proc = client, proc
+        self._get = client.node.create_client(GetState, f"/{NODE_NAME}/get_state")
+        self._change = client.node.create_client(ChangeState, f"/{NODE_NAME}/change_state")
+        self._set = client.node.create_client(SetParameters, f"/{NODE_NAME}/set_parameters")
+
+    def state(self) -> int:
+        return _call(self.client, self._get, GetState.Request(), self.proc).current_state.id
+
+    def transition(self, tid: int) -> bool:
+        return _call(self.client, self._change, ChangeState.Request(transition=Transition(id=tid)), self.proc).success
+
+    def set_param(self, name: str, value) -> bool:
+        v = ParameterValue()
+        if isinstance(value, str):
+            v.type, v.string_value = ParameterType.PARAMETER_STRING, value
+        elif isinstance(value, float):
+            v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, value
+        else:
+            v.type, v.integer_value = ParameterType.PARAMETER_INTEGER, value
+        req = SetParameters.Request(parameters=[ParameterMsg(name=name, value=v)])
+        return _call(self.client, self._set, req, self.proc).results[0].successful
+
+
 def test_lifecycle_configure_failures_parameters_and_compressed_input(world, domain, tmp_path):
     geomap, index_dir, other_index, _ = world
     client = Client(domain, compressed=True)
@@ -76,28 +104,9 @@ def test_lifecycle_configure_failures_parameters_and_compressed_input(world, dom
                       autostart=False)
     try:
         with NodeProcess(args, domain, tmp_path / "node.log") as proc:
-            get_state = client.node.create_client(GetState, f"/{NODE_NAME}/get_state")
-            change = client.node.create_client(ChangeState, f"/{NODE_NAME}/change_state")
-            set_params = client.node.create_client(SetParameters, f"/{NODE_NAME}/set_parameters")
+            lc = _Lifecycle(client, proc)
+            state, transition, set_param = lc.state, lc.transition, lc.set_param
             list_params = client.node.create_client(ListParameters, f"/{NODE_NAME}/list_parameters")
-
-            def state() -> int:
-                return _call(client, get_state, GetState.Request(), proc).current_state.id
-
-            def transition(tid: int) -> bool:
-                return _call(client, change, ChangeState.Request(transition=Transition(id=tid)), proc).success
-
-            def set_param(name: str, value) -> bool:
-                v = ParameterValue()
-                if isinstance(value, str):
-                    v.type, v.string_value = ParameterType.PARAMETER_STRING, value
-                elif isinstance(value, float):
-                    v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, value
-                else:
-                    v.type, v.integer_value = ParameterType.PARAMETER_INTEGER, value
-                res = _call(client, set_params, SetParameters.Request(parameters=[ParameterMsg(name=name, value=v)]),
-                            proc)
-                return res.results[0].successful
 
             assert state() == State.PRIMARY_STATE_UNCONFIGURED
             # every parameter the node declares is listed by the running node (same declaration table)
@@ -305,6 +314,57 @@ def test_fallback_shadow_gps_loss_and_bad_inputs(world, domain, tmp_path):
             d = client.fresh_diag()
             assert int(d["frames_processed"]) == k and d["level"] in (DiagnosticStatus.OK, DiagnosticStatus.WARN)
             assert proc.alive()
+            assert proc.stop() == 0, proc.log()
+    finally:
+        client.close()
+
+
+def test_onnx_backend_localizes_and_a_broken_model_file_fails_configure(world, domain, tmp_path):
+    """The deployment path: the node on ONNX Runtime with a model from `gleam export onnx`.
+
+    The index was built with the torch encoder; the exported model carries the same fingerprint,
+    so the node accepts it and its fixes are as good. A truncated .onnx file fails configure with
+    a line naming model_path and the file, and the node can then be configured with the good one.
+    """
+    geomap, index_dir, _, _ = world
+    good = tmp_path / "encoder.onnx"
+    run = subprocess.run([str(ROOT / ".venv" / "bin" / "gleam"), "export", "onnx", "--out", str(good)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    shutil.copy(good.with_name(good.name + ".json"), broken.with_name(broken.name + ".json"))
+
+    client = Client(domain)
+    args = node_args(index_dir, "backend:=onnx", f"model_path:={broken}", "n_rotations:=1", "max_frame_age_s:=10.0",
+                     autostart=False)
+    try:
+        with NodeProcess(args, domain, tmp_path / "node.log") as proc:
+            lc = _Lifecycle(client, proc)
+            assert not lc.transition(Transition.TRANSITION_CONFIGURE)
+            assert lc.state() == State.PRIMARY_STATE_UNCONFIGURED and proc.alive()
+            assert "configure failed: parameters backend='onnx' model_path=" in proc.log()
+            assert f"{broken}: onnxruntime cannot load it" in proc.log()
+
+            assert lc.set_param("model_path", str(good))
+            assert lc.transition(Transition.TRANSITION_CONFIGURE)
+            assert lc.transition(Transition.TRANSITION_ACTIVATE)
+            client.wait_active(proc)
+            d = client.fresh_diag()
+            assert d["backend"] == "onnx encoder.onnx on CPUExecutionProvider", d
+            assert d["model_fingerprint"] == d["encoder_fingerprint"] != "", d
+            results = []
+            for k in range(4):
+                pose = truth_pose(geomap, k)
+                stamp = client.publish_frame(render(geomap, pose), priors=True)
+                res = client.result_for(stamp)
+                assert res is not None, f"no hypotheses for frame {k}:\n{proc.log()[-3000:]}"
+                results.append((pose, res))
+            trusted = [(p, r) for p, r in results if r.has_trusted_fix]
+            assert len(trusted) >= 2, [r.hypotheses[0].status for _, r in results]
+            for pose, res in trusted:
+                top = res.hypotheses[0]
+                assert float(distance_m(top.latitude, top.longitude, pose.lat, pose.lon)) < 3.0
             assert proc.stop() == 0, proc.log()
     finally:
         client.close()

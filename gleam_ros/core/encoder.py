@@ -464,6 +464,10 @@ class _BackendBase(abc.ABC):
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
         """Embed an already preprocessed NCHW float32 batch; ``(N, D)`` unit-norm rows."""
 
+    def describe(self) -> str:
+        """One line for logs and diagnostics: the backend and where it runs."""
+        return self.name
+
     def embed(self, images: Sequence[np.ndarray], modality: str, batch_size: int = 16) -> np.ndarray:
         """Preprocess ``images`` (one modality) with the card's settings and embed them.
 
@@ -510,6 +514,10 @@ class TorchBackend(_BackendBase):
     """
 
     name = "torch"
+
+    def describe(self) -> str:
+        """``torch on <device>, <card name>``."""
+        return f"torch on {self.device}, {self.card.name}"
 
     def __init__(
         self,
@@ -591,6 +599,10 @@ class OnnxBackend(_BackendBase):
     """
 
     name = "onnx"
+
+    def describe(self) -> str:
+        """``onnx <file> on <providers>``."""
+        return f"onnx {self.path.name} on {', '.join(self.providers)}"
 
     def __init__(
         self, onnx_path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int | None = None

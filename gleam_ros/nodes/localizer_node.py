@@ -318,8 +318,8 @@ class LocalizerNode(LifecycleNode):
         self._explain_trigger = self.create_service(Trigger, "~/explain_last", self._on_explain_last)
         self._config_error = ""
         self.get_logger().info(
-            f"configured: index {index_path} ({index.n_tiles} tiles, encoder {index.fingerprint}), backend {kind} "
-            f"on {device}, modality {cfg.modality}, map origin ({lat0:.7f}, {lon0:.7f}, {alt0:.1f} m)")
+            f"configured: index {index_path} ({index.n_tiles} tiles, encoder {index.fingerprint}), backend "
+            f"{backend.describe()}, modality {cfg.modality}, map origin ({lat0:.7f}, {lon0:.7f}, {alt0:.1f} m)")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -723,7 +723,8 @@ class LocalizerNode(LifecycleNode):
                 "index_path": pipe.index_path if pipe else str(self._p("index_path")),
                 "index_tiles": str(pipe.index.n_tiles) if pipe else "0",
                 "encoder_fingerprint": pipe.index.fingerprint if pipe else "",
-                "backend": str(self._p("backend")),
+                "backend": pipe.backend.describe() if pipe else str(self._p("backend")),
+                "model_fingerprint": pipe.backend.fingerprint if pipe else "",
                 "modality": pipe.modality if pipe else str(self._p("modality")),
                 "configure_error": self._config_error,
                 "explanations_published": str(st.explanations),
