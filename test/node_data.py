@@ -61,6 +61,7 @@ class Client:
     """The test side: a node in the test's domain that publishes sensors and records the outputs."""
 
     def __init__(self, domain: int, compressed: bool = False) -> None:
+        self.dist: tuple[float, ...] = ()  # plumb_bob coefficients sent in camera_info (a real lens)
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain)
         self.node = rclpy.create_node("gleam_test_client", context=self.ctx)
@@ -119,6 +120,7 @@ class Client:
         ci.header.stamp, ci.header.frame_id = stamp, "camera_optical"
         ci.k = [intr.fx, 0.0, intr.cx, 0.0, intr.fy, intr.cy, 0.0, 0.0, 1.0]
         ci.p = [intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ci.d = list(self.dist)
         self.info_pub.publish(ci)
 
     def publish_frame(self, rgb: np.ndarray, with_info: bool = True, compressed: bool = False,

@@ -123,10 +123,34 @@ def test_camera_info_to_intrinsics():
     assert (r.width, r.height, r.cx, r.cy) == (200, 100, 219.5, 189.5)
     with pytest.raises(InputError, match="camera_info"):
         convert.camera_info_to_intrinsics(_camera_info(fx=-1.0))
-    assert not convert.has_distortion(_camera_info())
-    dist = _camera_info()
-    dist.d = [0.1, 0.0, 0.0, 0.0, 0.0]
-    assert convert.has_distortion(dist)
+
+
+def test_camera_info_distortion_raw_and_rectified():
+    """Raw images carry K + D for the pipeline to rectify; image_rect uses P and no distortion."""
+    plain = _camera_info()
+    plain.distortion_model, plain.d = "plumb_bob", [0.0] * 5  # zero coefficients: an ideal pinhole
+    assert not convert.camera_info_to_intrinsics(plain).distorted
+    raw = _camera_info()
+    raw.distortion_model, raw.d = "plumb_bob", [-0.25, 0.08, 0.001, -0.002, 0.0]
+    raw.p = [480.0, 0.0, 322.0, 0.0, 0.0, 490.0, 241.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    r = convert.camera_info_to_intrinsics(raw)
+    assert r.distorted and r.dist_model == "plumb_bob" and r.dist == (-0.25, 0.08, 0.001, -0.002, 0.0)
+    assert (r.fx, r.fy, r.cx, r.cy) == (500.0, 510.0, 319.5, 239.5)  # K for raw images
+    rect = convert.camera_info_to_intrinsics(raw, rectified=True)
+    assert not rect.distorted and (rect.fx, rect.fy, rect.cx, rect.cy) == (480.0, 490.0, 322.0, 241.0)  # P
+    binned = _camera_info()
+    binned.distortion_model, binned.d = "equidistant", [0.1, -0.02, 0.003, -0.0004]
+    binned.binning_x = binned.binning_y = 2
+    b = convert.camera_info_to_intrinsics(binned)
+    assert b.dist_model == "equidistant" and b.dist == (0.1, -0.02, 0.003, -0.0004) and b.fx == 250.0
+    for model, d, why in (("fov", [0.3], "not supported"), ("rational_polynomial", [0.1] * 5, "takes 8"),
+                          ("plumb_bob", [0.1, float("nan"), 0, 0, 0], "finite")):
+        bad = _camera_info()
+        bad.distortion_model, bad.d = model, d
+        with pytest.raises(InputError, match=why) as exc:
+            convert.camera_info_to_intrinsics(bad)
+        assert "image_rectified:=true" in str(exc.value)
+        assert not convert.camera_info_to_intrinsics(bad, rectified=True).distorted  # image_rect: D is moot
 
 
 def test_stamps_and_durations():

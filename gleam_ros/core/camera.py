@@ -15,14 +15,27 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
+
+
+# Lens distortion models (names as in sensor_msgs/CameraInfo.distortion_model) and how many
+# coefficients each takes, in OpenCV order: plumb_bob k1 k2 p1 p2 [k3]; rational_polynomial
+# k1 k2 p1 p2 k3 k4 k5 k6; equidistant (fisheye) k1 k2 k3 k4.
+DISTORTION_MODELS = {"plumb_bob": (4, 5), "rational_polynomial": (8,), "equidistant": (4,)}
 
 
 @dataclass(frozen=True)
 class CameraIntrinsics:
-    """Pinhole intrinsics in pixels (no distortion; rectify first)."""
+    """Camera intrinsics in pixels, with optional lens distortion.
+
+    ``dist_model`` empty (the default) is an ideal pinhole camera; otherwise one of
+    :data:`DISTORTION_MODELS` with ``dist`` its coefficients. The pipeline rectifies a distorted
+    frame once on arrival (:class:`Rectifier`); everything after it sees a pinhole camera with
+    the same ``fx, fy, cx, cy``.
+    """
 
     width: int
     height: int
@@ -30,12 +43,38 @@ class CameraIntrinsics:
     fy: float
     cx: float
     cy: float
+    dist_model: str = ""
+    dist: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
             raise ConfigError(f"camera size must be positive, got {self.width}x{self.height}")
         if not (self.fx > 0 and self.fy > 0 and math.isfinite(self.fx) and math.isfinite(self.fy)):
             raise ConfigError(f"camera focal lengths must be positive, got fx={self.fx} fy={self.fy}")
+        dist = tuple(float(c) for c in self.dist)
+        object.__setattr__(self, "dist", dist)  # lists from JSON become a hashable tuple
+        if not all(math.isfinite(c) for c in dist):
+            raise ConfigError(f"camera distortion coefficients must be finite, got {dist}")
+        if not self.dist_model:
+            if any(dist):
+                raise ConfigError(f"camera distortion coefficients {dist} given without a dist_model")
+            object.__setattr__(self, "dist", ())
+            return
+        if self.dist_model not in DISTORTION_MODELS:
+            raise ConfigError(f"camera dist_model {self.dist_model!r} is not supported; "
+                              f"valid: {', '.join(DISTORTION_MODELS)}")
+        if len(dist) not in DISTORTION_MODELS[self.dist_model]:
+            want = " or ".join(str(n) for n in DISTORTION_MODELS[self.dist_model])
+            raise ConfigError(f"camera dist_model {self.dist_model!r} takes {want} coefficients, got {len(dist)}")
+
+    @property
+    def distorted(self) -> bool:
+        """Whether frames of this camera need rectification (a model with a non-zero coefficient)."""
+        return bool(self.dist_model) and any(self.dist)
+
+    def pinhole(self) -> "CameraIntrinsics":
+        """The same camera without distortion (what a rectified frame obeys)."""
+        return CameraIntrinsics(self.width, self.height, self.fx, self.fy, self.cx, self.cy)
 
     @classmethod
     def from_fov(cls, width: int, height: int, hfov_deg: float) -> "CameraIntrinsics":
@@ -51,12 +90,47 @@ class CameraIntrinsics:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     def scaled(self, sx: float, sy: float | None = None) -> "CameraIntrinsics":
-        """Intrinsics of the same camera after resizing the image by (sx, sy)."""
+        """Intrinsics of the same camera after resizing the image by (sx, sy) (distortion unchanged)."""
         sy = sx if sy is None else sy
         return CameraIntrinsics(
             int(round(self.width * sx)), int(round(self.height * sy)),
             self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
+            self.dist_model, self.dist,
         )
+
+
+class Rectifier:
+    """Undistorts frames to the pinhole camera with the same ``fx, fy, cx, cy`` (maps cached per camera).
+
+    Pixels of the pinhole view that the lens did not see are black. Not thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._maps: dict[CameraIntrinsics, tuple[np.ndarray, np.ndarray]] = {}
+
+    def maps(self, intr: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
+        """``cv2.remap`` maps taking a distorted frame of ``intr`` to its pinhole view."""
+        hit = self._maps.get(intr)
+        if hit is None:
+            size, k, d = (intr.width, intr.height), intr.K, np.asarray(intr.dist, np.float64)
+            if intr.dist_model == "equidistant":
+                hit = cv2.fisheye.initUndistortRectifyMap(k, d, np.eye(3), k, size, cv2.CV_16SC2)
+            else:
+                hit = cv2.initUndistortRectifyMap(k, d, None, k, size, cv2.CV_16SC2)
+            if len(self._maps) >= 4:  # a camera rarely changes; keep the last few
+                self._maps.pop(next(iter(self._maps)))
+            self._maps[intr] = hit
+        return hit
+
+    def __call__(self, rgb: np.ndarray, intr: CameraIntrinsics) -> tuple[np.ndarray, CameraIntrinsics]:
+        """``(pinhole frame, pinhole intrinsics)``; a frame without distortion is returned as it is."""
+        if not intr.distorted:
+            return rgb, intr
+        if (rgb.shape[1], rgb.shape[0]) != (intr.width, intr.height):
+            raise InputError(f"camera intrinsics are for {intr.width}x{intr.height} images, "
+                             f"frame is {rgb.shape[1]}x{rgb.shape[0]}")
+        m1, m2 = self.maps(intr)
+        return cv2.remap(rgb, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT), intr.pinhole()
 
 
 def body_to_enu(heading_deg: float, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:

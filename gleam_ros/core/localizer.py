@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .camera import CameraIntrinsics
+from .camera import CameraIntrinsics, Rectifier
 from .encoder import embed_rotations
 from .errors import ConfigError, InputError
 from .filter import FilterConfig, FilterOutput, FixFilter
@@ -114,6 +114,7 @@ class LocalizationResult:
     timings_ms: dict[str, float]
     prior: PositionPrior | None = None
     best_verification: Verification | None = None
+    rectified: np.ndarray | None = None  # the pinhole view used when the frame was undistorted (match points refer to it)
 
     @property
     def has_trusted_fix(self) -> bool:
@@ -157,6 +158,7 @@ class Localizer:
             raise ConfigError("the tile index holds no tile images: rebuild it with images to verify geometry")
         self.verifier = Verifier(self.cfg.verify)
         self.filter = FixFilter(self.cfg.filter)
+        self._rectifier = Rectifier()
         self._last_t: float | None = None
 
     def reset(self) -> None:
@@ -197,6 +199,12 @@ class Localizer:
             raise InputError(
                 f"camera intrinsics are for {intr.width}x{intr.height} images, frame is {rgb.shape[1]}x{rgb.shape[0]}")
         timings: dict[str, float] = {}
+        t1 = time.perf_counter()
+        rectified = None
+        if intr is not None and intr.distorted:  # one pinhole view for embedding and verification
+            rgb, intr = self._rectifier(rgb, intr)
+            rectified = rgb
+        timings["rectify"] = (time.perf_counter() - t1) * 1e3
         prior = position_prior or self._track_prior(t)
 
         tracking = prior is not None and position_prior is None and self.cfg.track_skip_embed
@@ -246,7 +254,7 @@ class Localizer:
         self._last_t = t if self._last_t is None else max(self._last_t, t)
         timings["filter"] = (time.perf_counter() - t1) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return LocalizationResult(t, hyps, fix, out, timings, prior, best)
+        return LocalizationResult(t, hyps, fix, out, timings, prior, best, rectified)
 
     def _nearest_tiles(self, prior: PositionPrior) -> list[SearchHit]:
         """The ``top_k`` tiles nearest the prior centre (tracking mode; no similarity score)."""

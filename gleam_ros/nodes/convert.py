@@ -188,16 +188,26 @@ def draw_points(rgb: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int] =
 
 
 # ---------------------------------------------------------------------------------- sensor data
-def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics | None:
-    """Pinhole intrinsics of the images a ``CameraInfo`` describes, or None when uncalibrated (K all 0).
+def camera_info_to_intrinsics(msg: CameraInfo, rectified: bool = False) -> CameraIntrinsics | None:
+    """Intrinsics of the images a ``CameraInfo`` describes, or None when uncalibrated (K all 0).
 
-    Applies binning and a region of interest. Distortion (``d``) is not applied: feed rectified
-    images (``image_rect``). Raises InputError for a size of 0 or non-positive focal lengths.
+    ``rectified=False`` (images from ``image_raw``): K plus the distortion model and ``d``; the
+    pipeline rectifies the frames itself. ``rectified=True`` (images from ``image_rect``): the
+    projection matrix P (K when P is all 0) and no distortion, as image_proc defines it.
+    Applies binning and a region of interest. Raises InputError for a size of 0, non-positive
+    focal lengths, or a non-zero distortion the pipeline cannot undo (unknown model, wrong
+    number of coefficients).
     """
     k = np.asarray(msg.k, dtype=float)
     if not np.any(k):
         return None
-    fx, fy, cx, cy = float(k[0]), float(k[4]), float(k[2]), float(k[5])
+    p = np.asarray(msg.p, dtype=float)
+    if rectified and np.any(p):
+        fx, fy, cx, cy = float(p[0]), float(p[5]), float(p[2]), float(p[6])
+    else:
+        fx, fy, cx, cy = float(k[0]), float(k[4]), float(k[2]), float(k[5])
+    d = tuple(float(c) for c in msg.d)
+    model, dist = ("", ()) if rectified or not any(d) else (str(msg.distortion_model), d)
     w, h = int(msg.width), int(msg.height)
     roi = msg.roi
     if roi.width > 0 and roi.height > 0 and (roi.width, roi.height) != (w, h):
@@ -207,14 +217,10 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics | None:
         fx, fy, cx, cy = fx / bx, fy / by, (cx + 0.5) / bx - 0.5, (cy + 0.5) / by - 0.5
         w, h = w // bx, h // by
     try:
-        return CameraIntrinsics(w, h, fx, fy, cx, cy)
+        return CameraIntrinsics(w, h, fx, fy, cx, cy, model, dist)
     except ConfigError as exc:
-        raise InputError(f"camera_info unusable: {exc}") from None
-
-
-def has_distortion(msg: CameraInfo) -> bool:
-    """Whether a ``CameraInfo`` declares non-zero distortion (the images should then be rectified)."""
-    return bool(np.any(np.abs(np.asarray(msg.d, dtype=float)) > 1e-12))
+        hint = " (or publish rectified images and set image_rectified:=true)" if model else ""
+        raise InputError(f"camera_info unusable: {exc}{hint}") from None
 
 
 def gps_horizontal_std(msg: NavSatFix) -> float | None:

@@ -117,6 +117,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               (0.05, 60.0)),
     ParamSpec("publish_debug_image", False, "publish ~/debug_image (the frame with the inliers drawn)"),
     ParamSpec("hfov_deg", 0.0, "horizontal field of view used when there is no camera_info; 0 = unknown", (0.0, 170.0)),
+    ParamSpec("image_rectified", False, "images are already rectified (image_rect): use camera_info's P and no "
+              "distortion; false = raw images, undistorted with camera_info's K, D and distortion_model"),
     ParamSpec("explain_every_n", 0, "ask the explainer about every N-th trusted fix (0 = only on ~/explain_last)",
               (0, 100000)),
     ParamSpec("explain_service", "/gleam_explainer/explain", "(configure) the gleam_ros/srv/Explain service to call"),
@@ -221,7 +223,7 @@ class LocalizerNode(LifecycleNode):
         self._last_good_gps: tuple[float, float, float] | None = None  # lat, lon, receive time
         self._alt: tuple[float, float] | None = None
         self._attitude: tuple[tuple[float, float], float] | None = None
-        self._warned_distortion = False
+        self._told_rectify = False
         self._pipeline: _Pipeline | None = None
         self._config_error = ""
         self._active = False
@@ -527,16 +529,16 @@ class LocalizerNode(LifecycleNode):
             info = self._camera_info
         if info is not None:
             try:
-                intr = convert.camera_info_to_intrinsics(info)
+                intr = convert.camera_info_to_intrinsics(info, rectified=bool(self._p("image_rectified")))
             except InputError as exc:
                 return None, str(exc)
             if intr is not None:
                 if (intr.width, intr.height) != (w, h):
                     return None, f"camera_info is for {intr.width}x{intr.height} images, frame is {w}x{h}"
-                if convert.has_distortion(info) and not self._warned_distortion:
-                    self._warned_distortion = True
-                    self.get_logger().warning("camera_info has distortion coefficients: feed rectified images "
-                                              "(image_rect); distortion is not applied")
+                if intr.distorted and not self._told_rectify:
+                    self._told_rectify = True
+                    self.get_logger().info(f"rectifying frames: {intr.dist_model} distortion {intr.dist} from "
+                                           "camera_info (set image_rectified:=true if the images are image_rect)")
                 return intr, ""
         hfov = float(self._p("hfov_deg"))
         if hfov >= 1.0:
@@ -593,12 +595,14 @@ class LocalizerNode(LifecycleNode):
             if fix is not None:
                 pose_header = Header(stamp=header.stamp, frame_id=str(self._p("map_frame")))
                 self._pubs["pose"].publish(convert.fix_to_pose(fix, pose_header, pipe.frame))
+        view = rgb if result.rectified is None else result.rectified  # the (pinhole) view the pipeline used
         if fix is not None:
-            self._remember_for_explanation(msg, compressed, rgb, header, fix, pipe, flags)
+            query = msg if view is rgb and not compressed else convert.rgb_to_image_msg(view, header)
+            self._remember_for_explanation(query, fix, pipe, flags)
         if self._p("publish_debug_image"):
             v = result.best_verification
             pts = v.pts_frame if v is not None else np.zeros((0, 2))
-            self._pubs["debug_image"].publish(convert.rgb_to_image_msg(convert.draw_points(rgb, pts), header))
+            self._pubs["debug_image"].publish(convert.rgb_to_image_msg(convert.draw_points(view, pts), header))
         with self._stats.lock:
             st = self._stats
             st.processed += 1
@@ -615,11 +619,11 @@ class LocalizerNode(LifecycleNode):
                               (result.hypotheses[0].reason if result.hypotheses else "no candidates"))
 
     # ------------------------------------------------------------------ explanations (asynchronous)
-    def _remember_for_explanation(self, msg: Any, compressed: bool, rgb: Any, header: Header, fix: Any, pipe: Any,
-                                  flags: int) -> None:
-        """Keep the request for this trusted fix; send it every ``explain_every_n`` trusted fixes."""
+    def _remember_for_explanation(self, query: Any, fix: Any, pipe: Any, flags: int) -> None:
+        """Keep the request for this trusted fix (``query``: the frame as an Image, rectified when the
+        pipeline rectified it); send it every ``explain_every_n`` trusted fixes."""
         req = Explain.Request()
-        req.query = convert.rgb_to_image_msg(rgb, header) if compressed else msg
+        req.query = query
         req.tile_id = str(fix.tile_id)
         req.language = str(self._p("explain_language"))
         req.has_hypothesis = True
