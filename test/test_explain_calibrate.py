@@ -96,6 +96,10 @@ def test_fit_verdict_model_save_load_and_variants(tmp_path):
     assert m2.threshold == m.threshold and m2.probability(feats[3]) == pytest.approx(m.probability(feats[3]))
     assert m2.neutral == {k: tuple(v) for k, v in m.neutral.items()}
     assert m2.probability({**feats[3], "margin": None})[1] == "similarity"  # richest first, whatever the file order
+    assert m.modalities == m2.modalities == ("uav",)  # the default: simulated UAV pairs
+    assert C.fit_verdict_model(feats, ys, items, min_precision=0.99, modalities=["map", "uav", "map"]).modalities == (
+        "map", "uav")
+    assert C.rule_model().modalities == ()
 
 
 def test_rule_model_and_bad_files(tmp_path):
@@ -129,3 +133,4 @@ def test_shipped_model_loads_and_is_precision_first():
         for f, c in zip(v.features, v.coef):
             assert c * C.FEATURE_SIGNS[f] >= 0, (f, c)
     assert m.meta["heldout_scores"]["full"]["precision"] >= 0.99
+    assert m.modalities == ("uav",)  # fitted on simulated UAV pairs only (training/gleam_x/pairs.py)

@@ -130,6 +130,25 @@ def test_wrong_tile_is_no_match_with_every_sentence_backed(scene, explainer):
         _check_sentences_map_to_items(exp)
 
 
+def test_uncalibrated_modality_is_said_in_the_text_and_flagged(scene, explainer):
+    """The verdict model was calibrated on UAV views: for another query modality the explanation says so."""
+    query, pose, true_tile, far_tile = scene
+    assert explainer.model.modalities == ("uav",)
+    for lang in ("en", "zh"):
+        uav = explainer.explain(query, true_tile.image, _ctx(true_tile, pose), language=lang)
+        assert not any(f.startswith("uncalibrated_modality") for f in uav.flags)
+        assert uav.items_of_kind("match_probability")[0].variant == "match"
+        for tile, want in ((true_tile, "match_offcal"), (far_tile, "nomatch_offcal")):
+            exp = explainer.explain(query, tile.image, _ctx(tile, pose, modality="map"), language=lang)
+            assert "uncalibrated_modality:map" in exp.flags
+            assert exp.items_of_kind("match_probability")[0].variant == want
+            said = {"en": "not calibrated on this kind of query", "zh": "未针对此类查询图像校准"}[lang]
+            assert said in exp.text
+            _check_sentences_map_to_items(exp)
+    veto = explainer.explain(query, true_tile.image, _ctx(true_tile, pose, modality="map", priors=Priors(alt_m=300.0)))
+    assert veto.items_of_kind("match_probability")[0].variant == "veto_offcal" and not veto.is_match
+
+
 def test_contradicting_altitude_prior_vetoes_a_match(scene, explainer):
     query, pose, true_tile, _ = scene
     exp = explainer.explain(query, true_tile.image, _ctx(true_tile, pose, priors=Priors(alt_m=300.0)))

@@ -19,7 +19,7 @@ from std_srvs.srv import Trigger
 
 from gleam_ros.core.geo import distance_m
 from gleam_ros.core.index import TileIndex
-from gleam_ros.msg import Explanation, GeoPoseHypotheses
+from gleam_ros.msg import Explanation, GeoPoseHypotheses, GeoPoseHypothesis
 from gleam_ros.nodes import convert
 from gleam_ros.srv import Explain
 from node_data import INTR, build_world_index, render, truth_pose
@@ -93,6 +93,16 @@ def test_explain_service_by_tile_id_and_image(world, tmp_path):
             by_image = c.call(cli, Explain.Request(
                 query=query, reference=convert.rgb_to_image_msg(index.tile_by_id(near).image), language="en"))
             assert by_image.success and by_image.explanation.verdict == Explanation.VERDICT_MATCH
+
+            # a street-map query (from the hypothesis): the UAV-calibrated verdict model says it is off its ground
+            as_map = c.call(cli, Explain.Request(query=query, tile_id=near, language="en", has_hypothesis=True,
+                                                 hypothesis=GeoPoseHypothesis(modality=GeoPoseHypothesis.MODALITY_MAP)))
+            assert as_map.success, as_map.message
+            assert "not calibrated on this kind of query" in as_map.explanation.text
+            assert "not calibrated" not in e.text  # the UAV request above
+            bad_mod = c.call(cli, Explain.Request(query=query, tile_id=near, language="en", has_hypothesis=True,
+                                                  hypothesis=GeoPoseHypothesis(modality=77)))
+            assert not bad_mod.success and "hypothesis.modality 77" in bad_mod.message
 
             unknown = c.call(cli, Explain.Request(query=query, tile_id="r9999_c9999", language="en"))
             assert not unknown.success and "r9999_c9999" in unknown.message

@@ -53,6 +53,8 @@ MODALITY_CODES = {
     "map": GeoPoseHypothesis.MODALITY_MAP,
     "satellite": GeoPoseHypothesis.MODALITY_MAP,
 }
+# GeoPoseHypothesis.MODALITY_* -> core query modality name
+MODALITY_NAMES = {code: name for name, code in MODALITY_CODES.items() if name != "satellite"}
 
 # core hypothesis status (gleam_ros.core.localizer.STATUS_*) -> GeoPoseHypothesis.STATUS_*
 STATUS_CODES = {

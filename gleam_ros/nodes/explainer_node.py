@@ -185,8 +185,13 @@ class ExplainerNode(Node):
         similarity = None
         if req.has_hypothesis and math.isfinite(req.hypothesis.similarity) and req.hypothesis.similarity != 0.0:
             similarity = float(req.hypothesis.similarity)
+        modality = "uav"  # without a hypothesis the request does not say
+        if req.has_hypothesis:
+            modality = convert.MODALITY_NAMES.get(int(req.hypothesis.modality), "")
+            if not modality:
+                raise GleamError(f"hypothesis.modality {req.hypothesis.modality} is not a GeoPoseHypothesis.MODALITY_*")
         ctx = ExplainContext(similarity=similarity, intrinsics=intr, tile=tile, tile_id=req.tile_id,
-                             query_stamp=convert.stamp_to_sec(req.query.header.stamp))
+                             query_stamp=convert.stamp_to_sec(req.query.header.stamp), modality=modality)
         exp = self.explainer.explain(query, reference, ctx, language)
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=req.query.header.frame_id)
         resp.explanation = explanation_to_msg(exp, header, req.query.header.stamp)

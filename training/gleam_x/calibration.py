@@ -35,6 +35,7 @@ def measure_pairs(pairs: Iterable[Pair], explainer: EvidenceExplainer, progress:
     for i, p in enumerate(pairs):
         m = explainer.measure(p.query, p.reference, p.context)
         rows.append({"features": m.features(), "items": m.item_values(), "label": p.label, "kind": p.kind,
+                     "modality": p.context.modality,
                      "query_id": p.query_id, "tile_id": p.tile.tile_id, "rank": p.rank, "inliers": m.inliers,
                      "aligned": m.aligned})
         if progress and (i + 1) % 20 == 0:
@@ -65,7 +66,8 @@ def fit_rows(rows: list[dict[str, Any]], cost_false_match: float = 9.0, min_prec
              meta: dict[str, Any] | None = None) -> VerdictModel:
     """Fit a :class:`VerdictModel` on measured rows."""
     return fit_verdict_model([r["features"] for r in rows], [r["label"] for r in rows], [r["items"] for r in rows],
-                             cost_false_match=cost_false_match, min_precision=min_precision, meta=meta)
+                             cost_false_match=cost_false_match, min_precision=min_precision, meta=meta,
+                             modalities=sorted({r.get("modality", "uav") for r in rows}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -210,6 +210,14 @@ class VerdictModel:
         for k, v in DEFAULT_NEUTRAL.items():
             self.neutral.setdefault(k, v)
 
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Query modalities the model was calibrated on (``meta["modalities"]``; models fitted before it
+        was recorded were fitted on simulated UAV views only). Empty for the uncalibrated rule."""
+        if self.rule:
+            return ()
+        return tuple(self.meta.get("modalities") or ("uav",))
+
     def pick(self, feats: Mapping[str, float | None]) -> str:
         """Name of the richest variant whose features are all present (not None / NaN) in ``feats``."""
         if self.rule:
@@ -363,14 +371,16 @@ def precision_threshold(p: np.ndarray, y: np.ndarray, cost_false_match: float, m
 
 def fit_verdict_model(feats: Sequence[Mapping[str, float | None]], y: Sequence[int], items: Sequence[Mapping[str, float]],
                       cost_false_match: float = 9.0, min_precision: float = 0.995, l2: float = 1.0,
-                      holdout: float = 0.3, seed: int = 0, meta: Mapping[str, Any] | None = None) -> VerdictModel:
+                      holdout: float = 0.3, seed: int = 0, meta: Mapping[str, Any] | None = None,
+                      modalities: Sequence[str] = ("uav",)) -> VerdictModel:
     """Fit every variant on simulated pairs and choose the decision threshold for precision.
 
     ``feats[i]`` are the :data:`FEATURES` of pair i (None where unavailable), ``y[i]`` 1 for the same place,
     ``items[i]`` the raw item values keyed by :data:`NEUTRAL_KEYS` (for the neutral points). A random
     ``holdout`` share of the pairs (by pair) is kept out of the fit; the threshold is ``c / (1 + c)``
     raised until the held-out precision of the richest variant reaches ``min_precision``; the
-    variants are then refitted on all pairs. Held-out metrics of every variant go to ``meta``.
+    variants are then refitted on all pairs. Held-out metrics of every variant go to ``meta``, and
+    ``modalities`` (the query modalities of the pairs) to ``meta["modalities"]``.
     """
     y = np.asarray(y, dtype=int)
     n = len(y)
@@ -405,7 +415,7 @@ def fit_verdict_model(feats: Sequence[Mapping[str, float | None]], y: Sequence[i
         neutral[k] = neutral_point(vals, y, DEFAULT_NEUTRAL[k])
     info = dict(meta or {})
     info.update({"pairs": n, "positives": int(y.sum()), "negatives": int(n - y.sum()), "holdout": holdout,
-                 "min_precision": min_precision, "heldout_scores": report})
+                 "min_precision": min_precision, "heldout_scores": report, "modalities": sorted(set(modalities))})
     return VerdictModel(variants, threshold=threshold, neutral=neutral, cost_false_match=cost_false_match, meta=info)
 
 

@@ -502,7 +502,10 @@ class EvidenceExplainer:
             flags.append("prior_veto")
         if m.similarity is None:
             flags.append("no_similarity")
-        vvariant = "veto" if veto else ("match" if match else "nomatch")
+        offcal = not self.model.rule and ctx.modality not in self.model.modalities
+        if offcal:
+            flags.append(f"uncalibrated_modality:{ctx.modality}")
+        vvariant = ("veto" if veto else ("match" if match else "nomatch")) + ("_offcal" if offcal else "")
         items.append(self._make(len(items), "match_probability", vvariant, 100.0 * p, "%",
                                 {"threshold": 100.0 * self.model.threshold}, [], []))
         for it in items:

@@ -179,6 +179,28 @@ TEMPLATES: dict[str, dict[str, tuple[bool, dict[str, str]]]] = {
                   "gives a {value:.1f}% probability that both images show the same place.",
             "zh": "几何结果与先验信息矛盾，因此两者不匹配，尽管校准后的判定模型给出的同一地点概率为 {value:.1f}%。",
         }),
+        # the same, for a query modality the verdict model was not calibrated on (it says so)
+        "match_offcal": (True, {
+            "en": "Taken together, the verdict model gives a {value:.1f}% probability that both images show the "
+                  "same place, above the {threshold:.1f}% a match requires, so they match; but the model was not "
+                  "calibrated on this kind of query, so this probability is less certain.",
+            "zh": "综合以上证据，判定模型认为两幅图像为同一地点的概率为 {value:.1f}%，高于匹配所需的 {threshold:.1f}%，"
+                  "因此两者匹配；但该模型未针对此类查询图像校准，这一概率的可靠性较低。",
+        }),
+        "nomatch_offcal": (False, {
+            "en": "Taken together, the verdict model gives a {value:.1f}% probability that both images show the "
+                  "same place, below the {threshold:.1f}% a match requires, so they do not match; but the model "
+                  "was not calibrated on this kind of query, so this probability is less certain.",
+            "zh": "综合以上证据，判定模型认为两幅图像为同一地点的概率为 {value:.1f}%，低于匹配所需的 {threshold:.1f}%，"
+                  "因此两者不匹配；但该模型未针对此类查询图像校准，这一概率的可靠性较低。",
+        }),
+        "veto_offcal": (False, {
+            "en": "The geometry contradicts a prior, so they do not match, although the verdict model, not "
+                  "calibrated on this kind of query, gives a {value:.1f}% probability that both images show "
+                  "the same place.",
+            "zh": "几何结果与先验信息矛盾，因此两者不匹配，"
+                  "尽管未针对此类查询图像校准的判定模型给出的同一地点概率为 {value:.1f}%。",
+        }),
         # answer-format tags (GLEAM-X training targets end with one); no numbers
         "tag_match": (True, {"en": "Verdict: match.", "zh": "结论：匹配。"}),
         "tag_nomatch": (False, {"en": "Verdict: no match.", "zh": "结论：不匹配。"}),
