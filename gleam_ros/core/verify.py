@@ -289,7 +289,8 @@ class Verifier:
                 )
             self._det = akaze()
             self._norm = cv2.NORM_HAMMING
-        self._matcher = cv2.BFMatcher(self._norm, crossCheck=False)
+        # SIFT (L2) is matched by _knn2_l2; binary descriptors by OpenCV's Hamming brute force
+        self._matcher = cv2.BFMatcher(self._norm, crossCheck=False) if self._norm == cv2.NORM_HAMMING else None
 
     # ------------------------------------------------------------------ features
     def _features(self, gray: np.ndarray) -> _Features:
@@ -321,7 +322,7 @@ class Verifier:
     def _match(self, f: _Features, t: _Features) -> tuple[np.ndarray, np.ndarray]:
         if f.desc is None or t.desc is None or len(f.pts) < 2 or len(t.pts) < 2:
             return _empty_pts(), _empty_pts()
-        if self._norm == cv2.NORM_L2:
+        if self._matcher is None:
             d, ti = _knn2_l2(f.desc, t.desc)
             qi_all = np.arange(len(d), dtype=np.int64)
         else:  # binary descriptors (ORB, AKAZE): Hamming distances from OpenCV
