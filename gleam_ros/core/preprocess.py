@@ -20,6 +20,7 @@ import numpy as np
 from gleam_ros.core.errors import ConfigError, InputError
 
 __all__ = [
+    "GROUND_TILE_M",
     "MIN_SIDE",
     "MODALITIES",
     "PreprocessConfig",
@@ -32,6 +33,12 @@ __all__ = [
 #: Views the encoder embeds: UAV nadir frames, ground-level photos, equirectangular panoramas,
 #: rendered street-map tiles and satellite tiles.
 MODALITIES = ("uav", "ground", "panorama", "map", "satellite")
+
+#: Side (metres) of the north-up satellite crop centred on the camera that a ground or panorama view is
+#: matched against (training pairs, the vehicle localizer's per-position reference tiles). A 50 m crop
+#: centred anywhere fits inside one 100 m index tile of 50 % overlap, so it can be cut from an index's
+#: stored tile images.
+GROUND_TILE_M = 50.0
 
 #: Smallest accepted image side, in pixels.
 MIN_SIDE = 16
