@@ -124,14 +124,20 @@ def make_poses(geomap, spec: FlightSpec) -> list[Pose]:
     return poses[: spec.frames]
 
 
-def simulate_to_folder(geomap, spec: FlightSpec, out_dir: str | Path, progress: bool = True) -> Path:
-    """Render a flight over ``geomap`` into a flight folder; returns the folder."""
+def simulate_to_folder(geomap, spec: FlightSpec, out_dir: str | Path, progress: bool = True, frames=None,
+                       poses: list[Pose] | None = None, extra_meta: dict | None = None) -> Path:
+    """Render a flight over ``geomap`` into a flight folder; returns the folder.
+
+    ``frames`` (optional): an iterable of :class:`SimFrame` rendered by someone else (e.g. the hard flights
+    of :mod:`gleam_ros.core.sim.realism`) with their ``poses``; ``extra_meta`` is added to ``camera.json``.
+    """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     intr = spec.intrinsics()
-    poses = make_poses(geomap, spec)
+    poses = make_poses(geomap, spec) if poses is None else poses
     rows = []
-    frames = simulate_flight(geomap, poses, intr, photometric_strength=spec.photometric, seed=spec.seed)
+    if frames is None:
+        frames = simulate_flight(geomap, poses, intr, photometric_strength=spec.photometric, seed=spec.seed)
     if progress:
         from tqdm import tqdm
 
@@ -147,7 +153,8 @@ def simulate_to_folder(geomap, spec: FlightSpec, out_dir: str | Path, progress: 
         w = csv.DictWriter(f, fieldnames=GT_FIELDS)
         w.writeheader()
         w.writerows(rows)
-    meta = {"intrinsics": asdict(intr), "spec": asdict(spec), "map": geomap.name, "frames": len(rows)}
+    meta = {"intrinsics": asdict(intr), "spec": asdict(spec), "map": geomap.name, "frames": len(rows),
+            **(extra_meta or {})}
     (out / "camera.json").write_text(json.dumps(meta, indent=2))
     return out
 
