@@ -159,6 +159,20 @@ def camera_to_enu(heading_deg: float, pitch_deg: float = 0.0, roll_deg: float = 
     return body_to_enu(heading_deg, pitch_deg, roll_deg) @ CAMERA_TO_BODY
 
 
+# Forward (street-level) camera mount: optical x (image right) = body -y, optical y (image down) = body -z,
+# optical z (the axis) = body x (forward).
+FORWARD_CAMERA_TO_BODY = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def forward_camera_to_enu(heading_deg: float, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
+    """Rotation taking optical-frame vectors of a forward-looking camera to ENU.
+
+    The optical axis points along ``heading_deg`` (clockwise from north) and level at pitch = roll = 0;
+    pitch positive looks up, roll positive turns the camera's right side down (body conventions above).
+    """
+    return body_to_enu(heading_deg, pitch_deg, roll_deg) @ FORWARD_CAMERA_TO_BODY
+
+
 def heading_from_camera_rotation(r_cam_to_enu: np.ndarray) -> float:
     """Vehicle heading (deg, clockwise from north) from a camera-to-ENU rotation.
 

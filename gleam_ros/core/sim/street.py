@@ -1,0 +1,833 @@
+"""Street-level rendering of a procedural world: a forward pinhole camera and a 360° equirectangular panorama.
+
+A :class:`StreetScene` is what the renderer draws: on the world's north-up UTM grid, the height of every
+pixel above the flat ground (buildings with their roofs, tree crowns), its surface colour seen from above in
+one season (``World.variant``: roads with markings, fields, grass, water, roofs, crowns), building ids with a
+facade colour each and tree ids. The ground of a procedural world is flat (it has no DEM), so the renderer's
+ground is the plane z = 0; nothing here changes the orthophoto's geometry.
+
+How (no new dependency, vectorised numpy + OpenCV): an equirectangular panorama is rendered by **column
+marching**. Each image column is one azimuth, so vertical edges are exact. Every column marches outward over
+the height map at once (steps of half a pixel near the camera, 1 % of the distance farther out) and keeps a
+y-buffer (the highest elevation angle drawn so far). Each step contributes two segments: the vertical face
+that the ray enters when the height rises (its distance refined by bisection to a few millimetres), and the
+top surface up to the next step when it lies below the camera. A pixel row takes the first segment whose
+cumulative elevation reaches it; then each pixel is shaded exactly: ground and roof pixels by intersecting
+the pixel's own ray with the segment's height plane (so textures are sampled per pixel, not per step),
+facades by the wall distance and the pixel's height on the wall (storeys with windows, plinth, sun-side
+shading), crowns with a darker trunk band near the ground. Beyond the world's edge the flat ground runs to the
+horizon under a distant tree line; above it a season's sky gradient with clouds; everything is blended into
+the haze with distance (aerial perspective). A pinhole frame (any ``K``, pitch, roll) is resampled from a
+panorama rendered only over the azimuth/elevation range the frame needs, at the frame's finest angular pixel
+pitch, so its geometry is exact up to bilinear resampling.
+
+Conventions: poses are in the world's UTM CRS (x east, y north, metres); ``heading_deg`` is the optical
+axis azimuth clockwise from north; ``pitch_deg`` positive looks up; ``roll_deg`` positive turns the camera's
+right side down (the image rotates clockwise, so a level horizon rises towards the image's right edge) -
+the body conventions of :mod:`gleam_ros.core.camera` (:func:`~gleam_ros.core.camera.forward_camera_to_enu`).
+Panorama column ``u`` looks at azimuth ``heading + 360 (u + 0.5) / width - 180`` (the centre column looks
+along the heading), row ``v`` at elevation ``90 - 180 (v + 0.5) / height``.
+
+Run ``python -m gleam_ros.core.sim.street --bench`` for render times on this machine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import affine
+import cv2
+import numpy as np
+
+from .. import geo
+from ..camera import CameraIntrinsics, forward_camera_to_enu
+from ..errors import ConfigError, InputError
+from .world import CLASSES, SEASONS
+
+#: Camera heights above the ground a street-level pose may have, metres.
+HEIGHT_RANGE_M = (1.2, 3.0)
+#: Largest |pitch| and |roll| of a street-level pose, degrees.
+MAX_TILT_DEG = 30.0
+
+# Pixel kinds of :class:`StreetLayers.kind`.
+KIND_SKY, KIND_FAR, KIND_GROUND, KIND_WALL, KIND_CROWN, KIND_OTHER = 0, 1, 2, 3, 4, 5
+#: Names of the values of :attr:`StreetLayers.kind`.
+KIND_NAMES = {KIND_SKY: "sky", KIND_FAR: "beyond the world", KIND_GROUND: "ground or roof top",
+              KIND_WALL: "building facade", KIND_CROWN: "tree crown side", KIND_OTHER: "other raised side"}
+
+# Building kinds of the world's layout (see world._B_*): sheds and barns get no windows.
+_NO_WINDOW_KINDS = (1, 4)
+
+# Season looks: sky (horizon, zenith), haze visibility (m), cloud cover 0..1.
+_SKY = {
+    "summer": ((0.80, 0.86, 0.92), (0.28, 0.50, 0.84), 3000.0, 0.35),
+    "autumn": ((0.78, 0.80, 0.82), (0.45, 0.54, 0.66), 1800.0, 0.65),
+    "winter": ((0.86, 0.87, 0.89), (0.58, 0.63, 0.70), 1500.0, 0.75),
+    "spring": ((0.82, 0.87, 0.92), (0.34, 0.55, 0.86), 2500.0, 0.45),
+}
+# Facade colours (linear-ish RGB 0..1) by building kind: house, shed, apartment, commercial, barn.
+_FACADES = {
+    0: [(0.55, 0.16, 0.12), (0.80, 0.72, 0.45), (0.85, 0.84, 0.80), (0.62, 0.72, 0.78), (0.78, 0.70, 0.58),
+        (0.45, 0.50, 0.42)],
+    1: [(0.50, 0.15, 0.11), (0.45, 0.40, 0.34), (0.60, 0.58, 0.52)],
+    2: [(0.80, 0.78, 0.72), (0.62, 0.60, 0.56), (0.60, 0.34, 0.26), (0.84, 0.76, 0.56)],
+    3: [(0.70, 0.71, 0.72), (0.50, 0.54, 0.58), (0.82, 0.82, 0.80)],
+    4: [(0.50, 0.15, 0.11), (0.42, 0.36, 0.30), (0.62, 0.60, 0.55)],
+}
+_WINDOW = np.array((0.12, 0.15, 0.19), np.float32)
+_TRUNK = np.array((0.16, 0.12, 0.09), np.float32)
+_STOREY_M = 3.0
+_WINDOW_PERIOD_M = 2.8
+_WINDOW_W_M = 1.2
+
+
+@dataclass(frozen=True)
+class GroundPose:
+    """Pose of a street-level camera.
+
+    ``x``/``y``: easting/northing in the world's UTM CRS (``world.crs``), metres; ``heading_deg``: optical axis
+    azimuth clockwise from north (0 looks north, 90 east); ``height_m``: camera height above the ground
+    (:data:`HEIGHT_RANGE_M`); ``pitch_deg`` positive looks up, ``roll_deg`` positive turns the image clockwise
+    (right side down); both within ±:data:`MAX_TILT_DEG`.
+    """
+
+    x: float
+    y: float
+    heading_deg: float
+    height_m: float = 1.6
+    pitch_deg: float = 0.0
+    roll_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                    and math.isfinite(float(v))):
+                raise ConfigError(f"GroundPose.{f.name} must be a finite number, got {v!r}")
+        lo, hi = HEIGHT_RANGE_M
+        if not lo <= self.height_m <= hi:
+            raise ConfigError(f"GroundPose.height_m must be within [{lo}, {hi}] m above the ground, got {self.height_m}")
+        for name in ("pitch_deg", "roll_deg"):
+            if abs(getattr(self, name)) > MAX_TILT_DEG:
+                raise ConfigError(f"GroundPose.{name} must be within ±{MAX_TILT_DEG}, got {getattr(self, name)}")
+
+    def rotation(self) -> np.ndarray:
+        """Rotation taking forward-camera optical-frame vectors (x right, y down, z along the axis) to ENU."""
+        return forward_camera_to_enu(self.heading_deg, self.pitch_deg, self.roll_deg)
+
+
+@dataclass
+class StreetLayers:
+    """A rendered street-level view with per-pixel ground truth.
+
+    ``rgb`` (H, W, 3) uint8; ``depth_m`` (H, W) float32 distance along the ground from the camera to what the
+    pixel shows (``inf`` for sky); ``kind`` (H, W) uint8 (see :data:`KIND_NAMES`).
+    """
+
+    rgb: np.ndarray
+    depth_m: np.ndarray
+    kind: np.ndarray
+
+
+def _as_raster(name: str, a, shape: tuple[int, int] | None, dtype) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ConfigError(f"StreetScene: {name} must be a non-empty 2-D raster, got shape {arr.shape}")
+    if shape is not None and arr.shape != shape:
+        raise ConfigError(f"StreetScene: {name} has shape {arr.shape}, the height layer {shape}")
+    return np.ascontiguousarray(arr.astype(dtype, copy=False))
+
+
+class StreetScene:
+    """What the renderer draws: heights, surface classes and colours on the world grid, in one season.
+
+    Build it from a world with :meth:`from_world`, or from rasters (tests: one building of known size):
+
+    - ``height``: (H, W) metres above the flat ground (0 = ground), finite, not all zero;
+    - ``label``: (H, W) class ids of :data:`gleam_ros.core.sim.world.CLASSES` (road, building, ...);
+    - ``top_rgb``: (H, W, 3) uint8 colour of every pixel seen from above (the season's orthophoto);
+    - ``transform``: GDAL affine of the grid (north up: no rotation terms), ``crs``: its (UTM) CRS;
+    - ``building_id`` / ``tree_id``: (H, W) int ids (0 none); default: connected building pixels / none;
+    - ``building_kind``: per building id (index 0 unused) the world's building kind (sheds and barns get no
+      windows); ``road_kind``: (H, W) uint8 as in the world (used by :func:`road_poses`);
+    - ``season`` (sky and haze), ``sun_azimuth_deg`` (facade shading), ``appearance_seed`` (facade colours,
+      clouds, distant tree line).
+    """
+
+    def __init__(self, height, label, top_rgb, transform: affine.Affine, crs, *, building_id=None, tree_id=None,
+                 building_kind=None, road_kind=None, season: str = "summer", sun_azimuth_deg: float = 135.0,
+                 appearance_seed: int = 0) -> None:
+        self.height = _as_raster("height", height, None, np.float32)
+        shape = self.height.shape
+        if not np.isfinite(self.height).all() or float(self.height.min()) < 0.0:
+            raise ConfigError("StreetScene: the height layer must be finite and >= 0 (metres above the ground)")
+        if not float(self.height.max()) > 0.0:
+            raise ConfigError("StreetScene: the height layer is all zero (a world without heights): nothing to "
+                              "render standing up; give building / tree heights")
+        self.label = _as_raster("label", label, shape, np.uint8)
+        rgb = np.asarray(top_rgb)
+        if rgb.shape != (*shape, 3) or rgb.dtype != np.uint8:
+            raise ConfigError(f"StreetScene: top_rgb must be uint8 of shape {(*shape, 3)}, got {rgb.dtype} {rgb.shape}")
+        self.top_rgb = np.ascontiguousarray(rgb)
+        if not isinstance(transform, affine.Affine):
+            raise ConfigError(f"StreetScene: transform must be an affine.Affine, got {type(transform).__name__}")
+        if transform.b != 0 or transform.d != 0 or not (transform.a > 0 and transform.e < 0):
+            raise ConfigError(f"StreetScene: transform must be north-up (no rotation, a > 0, e < 0), got {transform}")
+        if abs(transform.a + transform.e) > 1e-9 * abs(transform.a):
+            raise ConfigError(f"StreetScene: transform must have square pixels, got {transform.a} x {-transform.e}")
+        self.transform = transform
+        self.crs = geo.parse_crs(crs, "StreetScene crs")
+        if season not in SEASONS:
+            raise ConfigError(f"StreetScene: season must be one of {SEASONS}, got {season!r}")
+        self.season = season
+        if not math.isfinite(sun_azimuth_deg):
+            raise ConfigError(f"StreetScene: sun_azimuth_deg must be finite, got {sun_azimuth_deg}")
+        self.sun_azimuth_deg = float(sun_azimuth_deg)
+        self.appearance_seed = int(appearance_seed)
+        if building_id is None:
+            n, cc = cv2.connectedComponents((self.label == CLASSES["building"]).astype(np.uint8), connectivity=4)
+            building_id = cc
+        self.building_id = _as_raster("building_id", building_id, shape, np.int32)
+        self.tree_id = (np.zeros(shape, np.int32) if tree_id is None else _as_raster("tree_id", tree_id, shape, np.int32))
+        self.road_kind = None if road_kind is None else _as_raster("road_kind", road_kind, shape, np.uint8)
+        nb = int(self.building_id.max())
+        if building_kind is None:
+            building_kind = np.zeros(nb + 1, np.int32)
+        self.building_kind = np.asarray(building_kind, np.int32)
+        if self.building_kind.shape != (nb + 1,):
+            raise ConfigError(f"StreetScene: building_kind needs {nb + 1} entries (index 0 unused), "
+                              f"got {self.building_kind.shape}")
+        self._frames = _building_frames(self.building_id, nb, transform)
+        self._facade = _facade_colours(self.building_kind, self.appearance_seed)
+        g = (self.label == CLASSES["grass"]) | (self.label == CLASSES["field"]) | (self.label == CLASSES["forest"])
+        sub = self.top_rgb[::7, ::7][g[::7, ::7]] if g[::7, ::7].any() else self.top_rgb[::7, ::7].reshape(-1, 3)
+        self._far_ground = np.median(sub.reshape(-1, 3), axis=0).astype(np.float32) / 255.0
+        self._sky_noise = _tileable_noise(np.random.default_rng([self.appearance_seed, 901]), 256, (64, 32, 12))
+        self._treeline = _tileable_noise(np.random.default_rng([self.appearance_seed, 902]), 720, (90, 24, 6), 1)
+
+    @classmethod
+    def from_world(cls, world, season: str | None = None, appearance_seed: int | None = None) -> "StreetScene":
+        """The scene of a :class:`~gleam_ros.core.sim.world.World` in ``season`` (default: the world's own).
+
+        Ground, roof and crown colours are the world's satellite render of that season and appearance seed
+        (``World.variant``); geometry (heights, ids) is the same in every season.
+        """
+        from .world import World
+
+        if not isinstance(world, World):
+            raise ConfigError(f"StreetScene.from_world expects a World, got {type(world).__name__}")
+        season = world.cfg.season if season is None else season
+        if season not in SEASONS:
+            raise ConfigError(f"season must be one of {SEASONS}, got {season!r}")
+        seed = world.cfg.seed if appearance_seed is None else int(appearance_seed)
+        if season == world.cfg.season and seed == world.cfg.seed:
+            top = world.satellite
+        else:
+            top = world.variant(season=season, seed=seed)
+        lay = world.layers
+        if not float(lay["height"].max()) > 0.0:
+            raise ConfigError(f"world seed {world.cfg.seed}: its height layer is all zero (a world without "
+                              "heights): nothing to render standing up")
+        return cls(lay["height"], lay["label"], top, world.transform, world.crs, building_id=lay["building_id"],
+                   tree_id=lay["tree_id"], building_kind=np.maximum(world._layout.building_kind, 0),
+                   road_kind=lay["road_kind"], season=season, sun_azimuth_deg=world.cfg.sun_azimuth_deg,
+                   appearance_seed=seed)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the rasters."""
+        return self.height.shape
+
+    @property
+    def gsd(self) -> float:
+        """Pixel size, metres."""
+        return float(self.transform.a)
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) of the scene in its CRS, metres (outer pixel edges)."""
+        h, w = self.shape
+        t = self.transform
+        return (t.c, t.f + h * t.e, t.c + w * t.a, t.f)
+
+    def to_pixel(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """Continuous (col, row) of UTM points (pixel corners at integers, pixel (i, j) spans [j, j+1) x [i, i+1))."""
+        t = self.transform
+        return (np.asarray(x, np.float64) - t.c) / t.a, (np.asarray(y, np.float64) - t.f) / t.e
+
+    def check_pose(self, pose: GroundPose, what: str = "pose") -> None:
+        """Raise InputError unless ``pose`` stands on open ground inside the scene."""
+        if not isinstance(pose, GroundPose):
+            raise ConfigError(f"{what} must be a GroundPose, got {type(pose).__name__}")
+        xmin, ymin, xmax, ymax = self.bounds()
+        if not (xmin <= pose.x < xmax and ymin <= pose.y < ymax):
+            raise InputError(f"{what} ({pose.x:.1f}, {pose.y:.1f}) is outside the world "
+                             f"[{xmin:.1f}, {xmax:.1f}] x [{ymin:.1f}, {ymax:.1f}] (UTM metres)")
+        col, row = self.to_pixel(pose.x, pose.y)
+        i, j = int(row), int(col)
+        h = float(self.height[i, j])
+        if h > 0.0:
+            bid, tid = int(self.building_id[i, j]), int(self.tree_id[i, j])
+            what_in = f"building {bid}" if bid else (f"tree {tid} (crown and trunk)" if tid else "a raised object")
+            raise InputError(f"{what} ({pose.x:.1f}, {pose.y:.1f}) is inside {what_in}: the scene is {h:.1f} m high "
+                             f"there; a street-level camera must stand on open ground")
+
+
+def _tileable_noise(rng: np.random.Generator, n: int, cells: tuple[int, ...], dims: int = 2) -> np.ndarray:
+    """Smooth periodic noise in [0, 1] (sum of octaves of bicubic-upsampled random grids with wrap-around)."""
+    out = np.zeros((n, n) if dims == 2 else (1, n), np.float32)
+    for k, c in enumerate(cells):
+        m = max(2, n // c)
+        g = rng.standard_normal((m, m) if dims == 2 else (1, m)).astype(np.float32)
+        g = np.tile(g, (3, 3) if dims == 2 else (1, 3))
+        shape = (3 * n, 3 * n) if dims == 2 else (3 * n, 1)
+        big = cv2.resize(g, shape, interpolation=cv2.INTER_CUBIC)
+        big = big[n:2 * n, n:2 * n] if dims == 2 else big[:, n:2 * n]
+        out += big / (k + 1)
+    out -= out.min()
+    return out / max(float(out.max()), 1e-6)
+
+
+def _building_frames(building_id: np.ndarray, nb: int, t: affine.Affine) -> np.ndarray:
+    """Per building id: (centre x, centre y, axis angle (rad, from east, CCW), half length, half width), metres.
+
+    From the second moments of the building's pixels (exact for the world's rectangular footprints).
+    """
+    out = np.zeros((nb + 1, 5), np.float64)
+    if nb == 0:
+        return out
+    ys, xs = np.nonzero(building_id)
+    ids = building_id[ys, xs]
+    x = t.c + (xs + 0.5) * t.a
+    y = t.f + (ys + 0.5) * t.e
+    cnt = np.maximum(np.bincount(ids, minlength=nb + 1), 1)
+    mx = np.bincount(ids, x, nb + 1) / cnt
+    my = np.bincount(ids, y, nb + 1) / cnt
+    dx, dy = x - mx[ids], y - my[ids]
+    sxx = np.bincount(ids, dx * dx, nb + 1) / cnt
+    syy = np.bincount(ids, dy * dy, nb + 1) / cnt
+    sxy = np.bincount(ids, dx * dy, nb + 1) / cnt
+    ang = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    tr, det = sxx + syy, sxx * syy - sxy * sxy
+    disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0))
+    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 0)
+    cell = t.a * t.a / 12.0  # a pixel's own variance
+    out[:, 0], out[:, 1], out[:, 2] = mx, my, ang
+    out[:, 3] = np.sqrt(12 * np.maximum(l1 - cell, 0)) / 2  # uniform rectangle: var = L^2 / 12
+    out[:, 4] = np.sqrt(12 * np.maximum(l2 - cell, 0)) / 2
+    return out
+
+
+def _facade_colours(kinds: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 903])
+    out = np.zeros((len(kinds), 3), np.float32)
+    for k, pal in _FACADES.items():
+        idx = np.flatnonzero(kinds == k)
+        if len(idx):
+            base = np.array(pal, np.float32)[rng.integers(0, len(pal), len(idx))]
+            out[idx] = np.clip(base * rng.uniform(0.88, 1.1, (len(idx), 1)) + rng.normal(0, 0.02, (len(idx), 3)), 0, 1)
+    other = ~np.isin(kinds, list(_FACADES))
+    out[other] = (0.7, 0.68, 0.64)
+    return out
+
+
+def _march_distances(gsd: float, d_max: float, rel: float = 0.01) -> np.ndarray:
+    """Step distances from the camera: half a pixel near it, ``rel`` of the distance beyond ``gsd / 2 / rel``."""
+    s0 = 0.5 * gsd
+    d1 = s0 / rel
+    lin = np.arange(0.05, min(d1, d_max) + s0, s0)
+    if d_max <= d1:
+        return lin
+    n = int(math.ceil(math.log(d_max / lin[-1]) / math.log1p(rel))) + 1
+    return np.concatenate([lin, lin[-1] * (1 + rel) ** np.arange(1, n + 1)])
+
+
+def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_deg: np.ndarray) -> StreetLayers:
+    """Render the level (gravity-aligned) view: columns at absolute azimuths ``az_deg`` (W,), rows at elevations
+    ``el_deg`` (R,), strictly decreasing. The core of both public renderers."""
+    scene.check_pose(pose)
+    c = float(pose.height_m)
+    x0, y0 = float(pose.x), float(pose.y)
+    xmin, ymin, xmax, ymax = scene.bounds()
+    d_max = math.hypot(max(x0 - xmin, xmax - x0), max(y0 - ymin, ymax - y0)) + scene.gsd
+    d = _march_distances(scene.gsd, d_max)  # (S,)
+    az = np.radians(np.asarray(az_deg, np.float64))
+    sa, ca = np.sin(az), np.cos(az)
+    el = np.asarray(el_deg, np.float64)
+    R, W, S = len(el), len(az), len(d)
+    Hs, Ws = scene.shape
+    t = scene.transform
+
+    def cells(dist):  # (.., W) distances -> nearest cell indices and inside mask
+        px, py = x0 + dist * sa, y0 + dist * ca
+        cj = np.floor((px - t.c) / t.a).astype(np.int64)
+        ci = np.floor((py - t.f) / t.e).astype(np.int64)
+        inside = (cj >= 0) & (cj < Ws) & (ci >= 0) & (ci < Hs)
+        return np.clip(ci, 0, Hs - 1), np.clip(cj, 0, Ws - 1), inside
+
+    D = np.broadcast_to(d[:, None], (S, W))
+    ci, cj, inside = cells(D)
+    # once a column leaves the (convex) world it stays out
+    inside = np.logical_and.accumulate(inside, axis=0)
+    h = np.where(inside, scene.height[ci, cj], np.float32(0)).astype(np.float64)
+    h_prev = np.vstack([np.zeros((1, W)), h[:-1]])
+    rise = inside & (h > h_prev + 1e-3)
+    # refine the wall distance of every rise by bisection between the previous and this step
+    d_wall = D.copy()
+    h_wall = h.copy()
+    ks, us = np.nonzero(rise)
+    if len(ks):
+        lo = np.where(ks > 0, d[np.maximum(ks - 1, 0)], 0.0)
+        hi = d[ks]
+        hp = h_prev[ks, us]
+        sa_k, ca_k = sa[us], ca[us]
+        for _ in range(8):
+            mid = 0.5 * (lo + hi)
+            mj = np.clip(np.floor((x0 + mid * sa_k - t.c) / t.a).astype(np.int64), 0, Ws - 1)
+            mi = np.clip(np.floor((y0 + mid * ca_k - t.f) / t.e).astype(np.int64), 0, Hs - 1)
+            up = scene.height[mi, mj] > hp + 1e-3
+            hi = np.where(up, mid, hi)
+            lo = np.where(up, lo, mid)
+        d_wall[ks, us] = hi
+        mj = np.clip(np.floor((x0 + hi * sa_k - t.c) / t.a).astype(np.int64), 0, Ws - 1)
+        mi = np.clip(np.floor((y0 + hi * ca_k - t.f) / t.e).astype(np.int64), 0, Hs - 1)
+        h_wall[ks, us] = np.maximum(scene.height[mi, mj], hp + 1e-3)
+    neg_inf = -np.inf
+    e_wall = np.where(rise, np.degrees(np.arctan2(h_wall - c, d_wall)), neg_inf)
+    d_next = np.append(d[1:], d[-1] * 1.01)[:, None]
+    top_ok = inside & (h < c)
+    e_top = np.where(top_ok, np.degrees(np.arctan2(h - c, d_next)), neg_inf)
+    # the far ground beyond the world's edge and a distant tree line, then the sky
+    tl_u = ((az / (2 * np.pi)) % 1.0) * scene._treeline.shape[1]
+    tree_el = 0.15 + 1.1 * scene._treeline[0, np.clip(tl_u.astype(np.int64), 0, scene._treeline.shape[1] - 1)]
+    E = np.empty((2 * S + 2, W))
+    E[0:2 * S:2] = e_wall
+    E[1:2 * S:2] = e_top
+    E[2 * S] = tree_el
+    E[2 * S + 1] = 90.0
+    np.maximum.accumulate(E, axis=0, out=E)
+    # first row reached by each segment: rows with el <= E; a segment owns rows it reaches first
+    r = np.searchsorted(-el, -E.ravel(), side="left").reshape(E.shape)
+    prev = np.vstack([np.full((1, W), R), r[:-1]])
+    new = r < prev
+    M = np.full((R + 1, W), 2 * S + 1, np.int32)
+    jj, uu = np.nonzero(new)
+    M[r[jj, uu], uu] = jj
+    seg = np.minimum.accumulate(M[:R], axis=0)  # (R, W) segment per pixel
+    kstep = np.minimum(seg // 2, S - 1)
+    is_top = (seg < 2 * S) & (seg % 2 == 1)
+    is_wall = (seg < 2 * S) & (seg % 2 == 0)
+    is_far = seg == 2 * S
+    cols = np.broadcast_to(np.arange(W)[None, :], (R, W))
+    el_px = np.broadcast_to(el[:, None], (R, W))
+    tan_el = np.tan(np.radians(el_px))
+
+    rgb = np.zeros((R, W, 3), np.float32)
+    depth = np.full((R, W), np.inf, np.float32)
+    kind = np.full((R, W), KIND_SKY, np.uint8)
+
+    # ground and roof tops: the pixel's own ray meets the plane z = h of its segment
+    if is_top.any():
+        k, u = kstep[is_top], cols[is_top]
+        hh = h[k, u]
+        dist = (c - hh) / np.maximum(-tan_el[is_top], 1e-9)
+        dist = np.clip(dist, d[k], d_next[k, 0])
+        col, row = (x0 + dist * sa[u] - t.c) / t.a - 0.5, (y0 + dist * ca[u] - t.f) / t.e - 0.5
+        rgb[is_top] = _sample_rgb(scene.top_rgb, col, row)
+        depth[is_top] = dist
+        kind[is_top] = KIND_GROUND
+    # raised sides: facades, crowns, anything else
+    if is_wall.any():
+        k, u = kstep[is_wall], cols[is_wall]
+        dw = d_wall[k, u]
+        z = c + dw * tan_el[is_wall]
+        inner = dw + 0.5 * scene.gsd  # a point just inside the object
+        wi = np.clip(np.floor((y0 + inner * ca[u] - t.f) / t.e).astype(np.int64), 0, Hs - 1)
+        wj = np.clip(np.floor((x0 + inner * sa[u] - t.c) / t.a).astype(np.int64), 0, Ws - 1)
+        bid, tid = scene.building_id[wi, wj], scene.tree_id[wi, wj]
+        htop = h_wall[k, u]
+        col = np.zeros((len(k), 3), np.float32)
+        kk = np.full(len(k), KIND_OTHER, np.uint8)
+        b = bid > 0
+        if b.any():
+            col[b] = _facade(scene, bid[b], x0 + dw[b] * sa[u[b]], y0 + dw[b] * ca[u[b]], z[b], htop[b])
+            kk[b] = KIND_WALL
+        tr = ~b & (tid > 0)
+        rest = ~b
+        if rest.any():
+            cc, rr = (x0 + inner[rest] * sa[u[rest]] - t.c) / t.a - 0.5, (y0 + inner[rest] * ca[u[rest]] - t.f) / t.e - 0.5
+            base = _sample_rgb(scene.top_rgb, cc, rr)
+            zr = np.clip(z[rest] / np.maximum(htop[rest], 1e-3), 0, 1)[:, None].astype(np.float32)
+            shade = np.float32(0.55) + np.float32(0.35) * zr
+            colr = base * shade
+            trunk = (z[rest] < 0.22 * htop[rest]) & tr[rest]
+            colr[trunk] = _TRUNK + 0.25 * base[trunk] * np.float32(0.5)
+            col[rest] = colr
+        kk[tr] = KIND_CROWN
+        rgb[is_wall] = col
+        depth[is_wall] = dw
+        kind[is_wall] = kk
+    # beyond the world: flat ground to the horizon, then the distant tree line
+    horizon_c, zenith_c, vis, cover = _SKY[scene.season]
+    if is_far.any():
+        elf = el_px[is_far]
+        below = elf < 0
+        dist = np.where(below, c / np.maximum(-tan_el[is_far], 1e-9), 4000.0)
+        forest = np.array((0.12, 0.17, 0.11), np.float32) if scene.season != "winter" else np.array(
+            (0.30, 0.32, 0.34), np.float32)
+        rgb[is_far] = np.where(below[:, None], scene._far_ground, forest)
+        depth[is_far] = dist
+        kind[is_far] = KIND_FAR
+    # aerial perspective
+    solid = kind != KIND_SKY
+    if solid.any():
+        tau = np.exp(-np.minimum(depth[solid], 1e5) / vis).astype(np.float32)[:, None]
+        rgb[solid] = rgb[solid] * tau + np.array(horizon_c, np.float32) * (1 - tau)
+    sky = ~solid
+    if sky.any():
+        rgb[sky] = _sky(scene, np.broadcast_to(az[None, :], (R, W))[sky], el_px[sky], horizon_c, zenith_c, cover)
+    out = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return StreetLayers(out, depth, kind)
+
+
+def _sample_rgb(img: np.ndarray, col: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Bilinear colour (N, 3) float32 0..1 of ``img`` at pixel-centre coordinates (col, row)."""
+    if len(col) == 0:
+        return np.zeros((0, 3), np.float32)
+    mx = np.asarray(col, np.float32).reshape(1, -1)
+    my = np.asarray(row, np.float32).reshape(1, -1)
+    n = mx.shape[1]
+    out = np.empty((n, 3), np.float32)
+    step = 30000  # cv2.remap maps are limited to SHRT_MAX columns
+    for s in range(0, n, step):
+        seg = cv2.remap(img, mx[:, s:s + step], my[:, s:s + step], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out[s:s + step] = seg.reshape(-1, 3).astype(np.float32) / np.float32(255.0)
+    return out
+
+
+def _facade(scene: StreetScene, bid: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, htop: np.ndarray
+            ) -> np.ndarray:
+    """Facade colour at wall points (x, y, z) of buildings ``bid``: storeys with windows, plinth, sun shading."""
+    fr = scene._frames[bid]
+    rx, ry = x - fr[:, 0], y - fr[:, 1]
+    ux, uy = np.cos(fr[:, 2]), np.sin(fr[:, 2])
+    a = rx * ux + ry * uy
+    b = -rx * uy + ry * ux
+    end = (np.abs(a) - fr[:, 3]) > (np.abs(b) - fr[:, 4])  # on an end wall (normal along the axis)
+    along = np.where(end, b + fr[:, 4], a + fr[:, 3])
+    length = np.where(end, 2 * fr[:, 4], 2 * fr[:, 3])
+    nx = np.where(end, np.sign(a) * ux, -np.sign(b) * uy)
+    ny = np.where(end, np.sign(a) * uy, np.sign(b) * ux)
+    sun = math.radians(scene.sun_azimuth_deg)
+    lam = np.maximum(nx * math.sin(sun) + ny * math.cos(sun), 0.0)
+    shade = (0.62 + 0.38 * lam).astype(np.float32)[:, None]
+    col = scene._facade[bid].copy()
+    nwin = np.floor(length / _WINDOW_PERIOD_M)
+    off = (length - nwin * _WINDOW_PERIOD_M) / 2
+    tpos = along - off
+    tw = np.mod(tpos, _WINDOW_PERIOD_M)
+    zz = np.mod(z, _STOREY_M)
+    win = ((np.abs(tw - _WINDOW_PERIOD_M / 2) < _WINDOW_W_M / 2) & (tpos > 0) & (tpos < nwin * _WINDOW_PERIOD_M)
+           & (zz > 0.9) & (zz < 2.3) & (z < htop - 0.6) & ~np.isin(scene.building_kind[bid], _NO_WINDOW_KINDS))
+    col[win] = _WINDOW + np.float32(0.15) * np.clip(z[win] / 20.0, 0, 1)[:, None].astype(np.float32)
+    band = (zz < 0.12) & (z > 1.0)
+    col[band & ~win] *= np.float32(0.85)
+    col[z < 0.45] *= np.float32(0.6)  # plinth
+    return col * shade
+
+
+def _sky(scene: StreetScene, az: np.ndarray, el: np.ndarray, horizon, zenith, cover: float) -> np.ndarray:
+    """Sky colour: horizon-to-zenith gradient and clouds projected from a layer 1.5 km up."""
+    t = np.clip(el / 60.0, 0, 1).astype(np.float32)[:, None] ** np.float32(0.6)
+    col = np.array(horizon, np.float32) * (1 - t) + np.array(zenith, np.float32) * t
+    e = np.radians(np.maximum(el, 1.0))
+    r = 1500.0 / np.tan(e)  # metres to the cloud point
+    n = scene._sky_noise.shape[0]
+    cu = (r * np.sin(az) / 3000.0 * n) % n
+    cv_ = (r * np.cos(az) / 3000.0 * n) % n
+    noise = _remap_big(scene._sky_noise, cu, cv_)
+    noise = noise.reshape(-1)
+    cloud = np.clip((noise - (1 - cover)) / 0.25, 0, 1).astype(np.float32)[:, None]
+    cloud *= np.clip(el / 4.0, 0, 1).astype(np.float32)[:, None]
+    white = np.array((0.93, 0.93, 0.94), np.float32) * (np.float32(0.8) + np.float32(0.2) * t)
+    return col * (1 - cloud * 0.85) + white * cloud * 0.85
+
+
+def _remap_big(img: np.ndarray, cu: np.ndarray, cv_: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a single-channel periodic ``img`` at (cu, cv_) (wrapping at the borders)."""
+    out = np.empty(len(cu), np.float32)
+    step = 30000
+    for s in range(0, len(cu), step):
+        out[s:s + step] = cv2.remap(img, cu[s:s + step].astype(np.float32).reshape(1, -1),
+                                    cv_[s:s + step].astype(np.float32).reshape(1, -1), cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_WRAP).reshape(-1)
+    return out
+
+
+def _check_scene(scene) -> StreetScene:
+    if not isinstance(scene, StreetScene):
+        raise ConfigError(f"scene must be a StreetScene (StreetScene.from_world(world)), got {type(scene).__name__}")
+    return scene
+
+
+def _check_size(name: str, v) -> int:
+    if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 8 <= int(v) <= 16384):
+        raise ConfigError(f"{name} must be an integer within [8, 16384], got {v!r}")
+    return int(v)
+
+
+def panorama_layers(scene: StreetScene, pose: GroundPose, width: int = 1024, height: int = 512) -> StreetLayers:
+    """Equirectangular 360° panorama with per-pixel depth and kind (see :func:`render_panorama`)."""
+    _check_scene(scene)
+    width, height = _check_size("width", width), _check_size("height", height)
+    scene.check_pose(pose)
+    u = (np.arange(width) + 0.5) / width
+    v = (np.arange(height) + 0.5) / height
+    el = 90.0 - 180.0 * v
+    if pose.pitch_deg == 0 and pose.roll_deg == 0:
+        return _render_grid(scene, pose, pose.heading_deg + 360.0 * u - 180.0, el)
+    # a tilted panorama camera: render level, then resample along the rotated rays
+    level = _render_grid(scene, pose, pose.heading_deg + 360.0 * u - 180.0, el)
+    az_c = np.radians(360.0 * u - 180.0)[None, :]
+    el_c = np.radians(el)[:, None]
+    body = np.stack([np.cos(el_c) * np.cos(az_c), -np.cos(el_c) * np.sin(az_c), np.sin(el_c) + 0 * az_c], -1)
+    from ..camera import body_to_enu
+
+    rot = body_to_enu(0.0, pose.pitch_deg, pose.roll_deg)  # ENU with north = the heading
+    e = body @ rot.T
+    az_w = np.degrees(np.arctan2(e[..., 0], e[..., 1]))
+    el_w = np.degrees(np.arcsin(np.clip(e[..., 2], -1, 1)))
+    mu = ((az_w + 180.0) / 360.0 * width - 0.5).astype(np.float32)
+    mv = ((90.0 - el_w) / 180.0 * height - 0.5).astype(np.float32)
+    return _resample(level, mu, mv, cv2.BORDER_WRAP)
+
+
+def _resample(src: StreetLayers, mu: np.ndarray, mv: np.ndarray, border: int) -> StreetLayers:
+    rgb = cv2.remap(src.rgb, mu, mv, cv2.INTER_LINEAR, borderMode=border)
+    depth = cv2.remap(src.depth_m, mu, mv, cv2.INTER_NEAREST, borderMode=border)
+    kind = cv2.remap(src.kind, mu, mv, cv2.INTER_NEAREST, borderMode=border)
+    return StreetLayers(rgb, depth, kind)
+
+
+def render_panorama(scene: StreetScene, pose: GroundPose, width: int = 1024, height: int = 512) -> np.ndarray:
+    """360° equirectangular panorama (height, width, 3) uint8 RGB from ``pose``.
+
+    Column ``u`` looks at azimuth ``heading + 360 (u + 0.5) / width - 180`` (the centre column along the
+    heading), row ``v`` at elevation ``90 - 180 (v + 0.5) / height``; with a non-zero pitch / roll these are
+    angles in the tilted camera's frame.
+    """
+    return panorama_layers(scene, pose, width, height).rgb
+
+
+def _check_intrinsics(intr) -> CameraIntrinsics:
+    if not isinstance(intr, CameraIntrinsics):
+        raise ConfigError(f"intr must be a CameraIntrinsics, got {type(intr).__name__}")
+    if intr.distorted:
+        raise ConfigError(f"intr: the street renderer draws ideal pinhole frames; got distortion model "
+                          f"{intr.dist_model!r} {intr.dist} (use intr.pinhole())")
+    if intr.width * intr.height > 4096 * 4096:
+        raise ConfigError(f"intr: {intr.width}x{intr.height} is too large a frame to render (at most 4096x4096 px)")
+    return intr
+
+
+def ground_layers(scene: StreetScene, pose: GroundPose, intr: CameraIntrinsics) -> StreetLayers:
+    """Forward pinhole frame with per-pixel depth and kind (see :func:`render_ground`)."""
+    _check_scene(scene)
+    intr = _check_intrinsics(intr)
+    scene.check_pose(pose)
+    W, H = intr.width, intr.height
+    u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
+    rays = np.stack([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, np.ones_like(u)], -1)
+    e = rays @ pose.rotation().T
+    e /= np.linalg.norm(e, axis=-1, keepdims=True)
+    az = np.degrees(np.arctan2(e[..., 0], e[..., 1]))
+    el = np.degrees(np.arcsin(np.clip(e[..., 2], -1, 1)))
+    rel = (az - pose.heading_deg + 180.0) % 360.0 - 180.0
+    # angular pixel pitch: finest where the rays are most oblique to the optical axis
+    cos_max = 1.0 / math.sqrt(1.0 + float((rays[..., 0] ** 2 + rays[..., 1] ** 2).max()))
+    density = min(max(intr.fx, intr.fy) / max(cos_max ** 2, 1 / 3), 3 * max(intr.fx, intr.fy))  # px per radian
+    pad = 2.0 / density * 180 / math.pi
+    a0, a1 = float(rel.min()) - pad, float(rel.max()) + pad
+    if a1 - a0 > 300.0:  # the frame holds a pole: every azimuth
+        a0, a1 = -180.0, 180.0
+    e0, e1 = max(float(el.min()) - pad, -89.9), min(float(el.max()) + pad, 89.9)
+    nw = max(2, int(math.ceil(math.radians(a1 - a0) * density)))
+    nh = max(2, int(math.ceil(math.radians(e1 - e0) * density)))
+    az_g = np.linspace(a0, a1, nw)
+    el_g = np.linspace(e1, e0, nh)
+    level = _render_grid(scene, pose, pose.heading_deg + az_g, el_g)
+    mu = ((rel - a0) / (a1 - a0) * (nw - 1)).astype(np.float32)
+    mv = ((e1 - el) / (e1 - e0) * (nh - 1)).astype(np.float32)
+    return _resample(level, mu, mv, cv2.BORDER_REPLICATE)
+
+
+def render_ground(scene: StreetScene, pose: GroundPose, intr: CameraIntrinsics) -> np.ndarray:
+    """Forward pinhole frame (intr.height, intr.width, 3) uint8 RGB from ``pose`` (ideal pinhole ``intr``)."""
+    return ground_layers(scene, pose, intr).rgb
+
+
+def _layers_of(world_or_scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, affine.Affine, str]:
+    """(road_kind, height, label, transform, name) of a World or a StreetScene."""
+    if isinstance(world_or_scene, StreetScene):
+        s = world_or_scene
+        if s.road_kind is None:
+            raise ConfigError("road_poses: this StreetScene has no road_kind layer (build it with road_kind=...)")
+        return s.road_kind, s.height, s.label, s.transform, "scene"
+    lay = getattr(world_or_scene, "layers", None)
+    if not isinstance(lay, dict) or "road_kind" not in lay:
+        raise ConfigError(f"road_poses expects a World or a StreetScene, got {type(world_or_scene).__name__}")
+    return lay["road_kind"], lay["height"], lay["label"], world_or_scene.transform, f"world seed {world_or_scene.cfg.seed}"
+
+
+def road_axes(road: np.ndarray, gsd: float, sigma_m: float = 4.0) -> np.ndarray:
+    """Per pixel, the direction along the road (radians, clockwise from north, modulo pi) of a road mask.
+
+    From the structure tensor of the smoothed mask: the dominant gradient runs across the road.
+    """
+    f = road.astype(np.float32)
+    f = cv2.GaussianBlur(f, (0, 0), max(1.0 / gsd, 0.5))
+    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3)
+    s = max(sigma_m / gsd, 1.0)
+    jxx = cv2.GaussianBlur(gx * gx, (0, 0), s)
+    jyy = cv2.GaussianBlur(gy * gy, (0, 0), s)
+    jxy = cv2.GaussianBlur(gx * gy, (0, 0), s)
+    across = 0.5 * np.arctan2(2 * jxy, jxx - jyy)  # pixel axes: x east, y south
+    # along = across + 90 deg; as an azimuth (clockwise from north): east = sin, north = -y
+    ax, ay = -np.sin(across), np.cos(across)  # along direction in pixel axes
+    return np.mod(np.arctan2(ax, -ay), np.pi)
+
+
+def road_poses(world, n: int, rng: np.random.Generator, height_m=HEIGHT_RANGE_M, region=None,
+               include_tracks: bool = False, clearance_m: float = 1.5, pitch_std_deg: float = 0.0,
+               roll_std_deg: float = 0.0) -> list[GroundPose]:
+    """``n`` random street-level poses on the drivable roads of a World (or a StreetScene with ``road_kind``).
+
+    Positions are on arterials and residential streets (``road_kind`` 1..2, farm tracks 3 too with
+    ``include_tracks``), at least ``clearance_m`` from the road edge, buildings and trees; headings run along
+    the road (either direction, ±5° jitter); heights uniform in ``height_m`` (a (lo, hi) range or one value);
+    pitch / roll normal with the given std (clipped to ±:data:`MAX_TILT_DEG`). ``region`` (xmin, ymin, xmax,
+    ymax) in UTM metres restricts the positions (to keep training and evaluation ground apart).
+    """
+    road_kind, height, label, t, name = _layers_of(world)
+    if not (isinstance(n, (int, np.integer)) and n >= 1):
+        raise ConfigError(f"road_poses: n must be a positive integer, got {n!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise ConfigError(f"road_poses: rng must be a numpy Generator, got {type(rng).__name__}")
+    hr = (float(height_m), float(height_m)) if np.isscalar(height_m) else tuple(float(v) for v in height_m)
+    if len(hr) != 2 or not (HEIGHT_RANGE_M[0] <= hr[0] <= hr[1] <= HEIGHT_RANGE_M[1]):
+        raise ConfigError(f"road_poses: height_m must be within {HEIGHT_RANGE_M} m, got {height_m!r}")
+    gsd = float(t.a)
+    kinds = (1, 2, 3) if include_tracks else (1, 2)
+    road = np.isin(road_kind, kinds)
+    free = (road & (height <= 0)).astype(np.uint8)
+    dist = cv2.distanceTransform(free, cv2.DIST_L2, 5) * gsd  # to the nearest non-road or raised pixel
+    ok = dist >= clearance_m
+    Hs, Ws = road.shape
+    if region is not None:
+        try:
+            xa, ya, xb, yb = (float(v) for v in region)
+        except (TypeError, ValueError):
+            raise ConfigError(f"road_poses: region must be (xmin, ymin, xmax, ymax), got {region!r}") from None
+        if not (xa < xb and ya < yb):
+            raise ConfigError(f"road_poses: region must be (xmin, ymin, xmax, ymax) with min < max, got {region!r}")
+        c0, c1 = int(max(0, math.ceil((xa - t.c) / t.a))), int(min(Ws, math.floor((xb - t.c) / t.a)))
+        r0, r1 = int(max(0, math.ceil((yb - t.f) / t.e))), int(min(Hs, math.floor((ya - t.f) / t.e)))
+        m = np.zeros_like(ok)
+        if c1 > c0 and r1 > r0:
+            m[r0:r1, c0:c1] = True
+        ok &= m
+    ii, jj = np.nonzero(ok)
+    if len(ii) == 0:
+        raise ConfigError(f"road_poses: {name} has no drivable road (kinds {kinds}) with {clearance_m} m clearance"
+                          + (f" inside region {tuple(region)}" if region is not None else ""))
+    pick = rng.integers(0, len(ii), int(n))
+    ii, jj = ii[pick], jj[pick]
+    # road direction at the picks: structure tensor over a window around each (no full-raster blur)
+    poses = []
+    axes = _axes_at(road, ii, jj, gsd)
+    flip = rng.random(int(n)) < 0.5
+    jit = rng.normal(0.0, 5.0, int(n))
+    hs = rng.uniform(hr[0], hr[1], int(n))
+    pit = np.clip(rng.normal(0.0, 1.0, int(n)) * pitch_std_deg, -MAX_TILT_DEG, MAX_TILT_DEG)
+    rol = np.clip(rng.normal(0.0, 1.0, int(n)) * roll_std_deg, -MAX_TILT_DEG, MAX_TILT_DEG)
+    sub = rng.uniform(0.25, 0.75, (int(n), 2))
+    for k in range(int(n)):
+        x = t.c + (jj[k] + sub[k, 0]) * t.a
+        y = t.f + (ii[k] + sub[k, 1]) * t.e
+        hd = (math.degrees(axes[k]) + (180.0 if flip[k] else 0.0) + jit[k]) % 360.0
+        poses.append(GroundPose(float(x), float(y), float(hd), float(hs[k]), float(pit[k]), float(rol[k])))
+    return poses
+
+
+def _axes_at(road: np.ndarray, ii: np.ndarray, jj: np.ndarray, gsd: float, half_m: float = 12.0) -> np.ndarray:
+    """Road direction (radians clockwise from north, modulo pi) at pixels (ii, jj), from a local window each."""
+    r = max(4, int(round(half_m / gsd)))
+    Hs, Ws = road.shape
+    out = np.zeros(len(ii))
+    for k, (i, j) in enumerate(zip(ii, jj)):
+        i0, i1, j0, j1 = max(0, i - r), min(Hs, i + r + 1), max(0, j - r), min(Ws, j + r + 1)
+        win = road[i0:i1, j0:j1]
+        out[k] = road_axes(win, gsd)[i - i0, j - j0]
+    return out
+
+
+def pose_latlon(world_or_scene, pose: GroundPose) -> tuple[float, float]:
+    """WGS84 (lat, lon) of the camera of ``pose`` (a pose in the world's / scene's UTM CRS)."""
+    crs = getattr(world_or_scene, "crs", None)
+    if crs is None:
+        raise ConfigError(f"pose_latlon expects a World or a StreetScene, got {type(world_or_scene).__name__}")
+    if not isinstance(pose, GroundPose):
+        raise ConfigError(f"pose must be a GroundPose, got {type(pose).__name__}")
+    lon, lat = geo.transform(pose.x, pose.y, crs, geo.WGS84)
+    return float(lat), float(lon)
+
+
+def _bench(argv: list[str] | None = None) -> int:
+    """Time the renderers on one core-sized procedural world (``--bench``)."""
+    import argparse
+    import time
+
+    from .world import WorldConfig, make_world
+
+    p = argparse.ArgumentParser(prog="python -m gleam_ros.core.sim.street")
+    p.add_argument("--bench", action="store_true", help="time render_ground and render_panorama")
+    p.add_argument("--size", type=float, default=500.0, help="world side, m (default 500)")
+    p.add_argument("--frames", type=int, default=6)
+    p.add_argument("--out", default=None, help="also save the first frame and panorama as JPEGs here")
+    a = p.parse_args(argv)
+    if not a.bench:
+        p.print_help()
+        return 0
+    world = make_world(WorldConfig(seed=3, size_m=a.size))
+    t0 = time.perf_counter()
+    scene = StreetScene.from_world(world)
+    t_scene = time.perf_counter() - t0
+    poses = road_poses(world, a.frames, np.random.default_rng(0))
+    intr = CameraIntrinsics.from_fov(640, 480, 70.0)
+    render_ground(scene, poses[0], intr)  # warm-up
+    t0 = time.perf_counter()
+    frames = [render_ground(scene, ps, intr) for ps in poses]
+    t_g = (time.perf_counter() - t0) / len(poses)
+    t0 = time.perf_counter()
+    panos = [render_panorama(scene, ps, 1024, 512) for ps in poses]
+    t_p = (time.perf_counter() - t0) / len(poses)
+    print(f"world {a.size:.0f} m @ {world.cfg.gsd_m} m/px; scene build {t_scene:.2f} s")
+    print(f"render_ground 640x480 (hfov 70): {t_g * 1000:.0f} ms/frame; render_panorama 1024x512: "
+          f"{t_p * 1000:.0f} ms/frame; ratio {t_p / t_g:.2f}")
+    if a.out:
+        from pathlib import Path
+
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out / "street_ground.jpg"), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 85])
+        cv2.imwrite(str(out / "street_panorama.jpg"), cv2.cvtColor(panos[0], cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_bench())
