@@ -51,10 +51,11 @@ HEIGHT_RANGE_M = (1.2, 3.0)
 MAX_TILT_DEG = 30.0
 
 # Pixel kinds of :class:`StreetLayers.kind`.
-KIND_SKY, KIND_FAR, KIND_GROUND, KIND_WALL, KIND_CROWN, KIND_OTHER = 0, 1, 2, 3, 4, 5
+KIND_SKY, KIND_FAR, KIND_GROUND, KIND_WALL, KIND_ROOF, KIND_CROWN, KIND_OTHER = 0, 1, 2, 3, 4, 5, 6
 #: Names of the values of :attr:`StreetLayers.kind`.
-KIND_NAMES = {KIND_SKY: "sky", KIND_FAR: "beyond the world", KIND_GROUND: "ground or roof top",
-              KIND_WALL: "building facade", KIND_CROWN: "tree crown side", KIND_OTHER: "other raised side"}
+KIND_NAMES = {KIND_SKY: "sky", KIND_FAR: "beyond the world's edge", KIND_GROUND: "ground (road, grass, water, ...)",
+              KIND_WALL: "building facade", KIND_ROOF: "roof", KIND_CROWN: "tree (crown, trunk)",
+              KIND_OTHER: "other raised object"}
 
 # Building kinds of the world's layout (see world._B_*): sheds and barns get no windows.
 _NO_WINDOW_KINDS = (1, 4)
@@ -205,6 +206,9 @@ class StreetScene:
         self._far_ground = np.median(sub.reshape(-1, 3), axis=0).astype(np.float32) / 255.0
         self._sky_noise = _tileable_noise(np.random.default_rng([self.appearance_seed, 901]), 256, (64, 32, 12))
         self._treeline = _tileable_noise(np.random.default_rng([self.appearance_seed, 902]), 720, (90, 24, 6), 1)
+        self._grain = _tileable_noise(np.random.default_rng([self.appearance_seed, 904]), 256, (128, 32, 4, 1))
+        self._tree_xy = _centres(self.tree_id, transform)
+        self._tree_rgb = _mean_colours(self.tree_id, self.top_rgb)
 
     @classmethod
     def from_world(cls, world, season: str | None = None, appearance_seed: int | None = None) -> "StreetScene":
@@ -286,6 +290,28 @@ def _tileable_noise(rng: np.random.Generator, n: int, cells: tuple[int, ...], di
         out += big / (k + 1)
     out -= out.min()
     return out / max(float(out.max()), 1e-6)
+
+
+def _centres(ids: np.ndarray, t: affine.Affine) -> np.ndarray:
+    """(max id + 1, 2) UTM centre (x, y) of the pixels of every id (row 0: id 0, unused)."""
+    n = int(ids.max())
+    ys, xs = np.nonzero(ids)
+    k = ids[ys, xs]
+    cnt = np.maximum(np.bincount(k, minlength=n + 1), 1)
+    out = np.zeros((n + 1, 2))
+    out[:, 0] = t.c + (np.bincount(k, xs + 0.5, n + 1) / cnt) * t.a
+    out[:, 1] = t.f + (np.bincount(k, ys + 0.5, n + 1) / cnt) * t.e
+    return out
+
+
+def _mean_colours(ids: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """(max id + 1, 3) mean colour (0..1) of the pixels of every id."""
+    n = int(ids.max())
+    m = ids > 0
+    k = ids[m]
+    cnt = np.maximum(np.bincount(k, minlength=n + 1), 1)
+    px = rgb[m].astype(np.float64) / 255.0
+    return np.stack([np.bincount(k, px[:, i], n + 1) / cnt for i in range(3)], -1).astype(np.float32)
 
 
 def _building_frames(building_id: np.ndarray, nb: int, t: affine.Affine) -> np.ndarray:
@@ -432,41 +458,28 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
         hh = h[k, u]
         dist = (c - hh) / np.maximum(-tan_el[is_top], 1e-9)
         dist = np.clip(dist, d[k], d_next[k, 0])
-        col, row = (x0 + dist * sa[u] - t.c) / t.a - 0.5, (y0 + dist * ca[u] - t.f) / t.e - 0.5
-        rgb[is_top] = _sample_rgb(scene.top_rgb, col, row)
+        px, py = x0 + dist * sa[u], y0 + dist * ca[u]
+        col = _sample_rgb(scene.top_rgb, (px - t.c) / t.a - 0.5, (py - t.f) / t.e - 0.5)
+        # fine grain (asphalt, grass blades) where the orthophoto's pixels are larger than the image's
+        near = np.clip(1.0 - dist / 25.0, 0, 1).astype(np.float32)
+        if near.any():
+            g = scene._grain
+            n = g.shape[0]
+            grain = _remap_big(g, (px / 0.04) % n, (py / 0.04) % n) - np.float32(0.5)
+            col *= (np.float32(1) + np.float32(0.22) * near * grain)[:, None]
+        rgb[is_top] = col
         depth[is_top] = dist
-        kind[is_top] = KIND_GROUND
-    # raised sides: facades, crowns, anything else
+        ti, tj = _cell(py, px, t, Hs, Ws)
+        kt = np.full(len(k), KIND_GROUND, np.uint8)
+        kt[hh > 0] = KIND_OTHER
+        kt[(hh > 0) & (scene.building_id[ti, tj] > 0)] = KIND_ROOF
+        kt[(hh > 0) & (scene.tree_id[ti, tj] > 0)] = KIND_CROWN
+        kind[is_top] = kt
+    # raised sides: facades, roof slopes seen from below, crowns, anything else
     if is_wall.any():
         k, u = kstep[is_wall], cols[is_wall]
-        dw = d_wall[k, u]
-        z = c + dw * tan_el[is_wall]
-        inner = dw + 0.5 * scene.gsd  # a point just inside the object
-        wi = np.clip(np.floor((y0 + inner * ca[u] - t.f) / t.e).astype(np.int64), 0, Hs - 1)
-        wj = np.clip(np.floor((x0 + inner * sa[u] - t.c) / t.a).astype(np.int64), 0, Ws - 1)
-        bid, tid = scene.building_id[wi, wj], scene.tree_id[wi, wj]
-        htop = h_wall[k, u]
-        col = np.zeros((len(k), 3), np.float32)
-        kk = np.full(len(k), KIND_OTHER, np.uint8)
-        b = bid > 0
-        if b.any():
-            col[b] = _facade(scene, bid[b], x0 + dw[b] * sa[u[b]], y0 + dw[b] * ca[u[b]], z[b], htop[b])
-            kk[b] = KIND_WALL
-        tr = ~b & (tid > 0)
-        rest = ~b
-        if rest.any():
-            cc, rr = (x0 + inner[rest] * sa[u[rest]] - t.c) / t.a - 0.5, (y0 + inner[rest] * ca[u[rest]] - t.f) / t.e - 0.5
-            base = _sample_rgb(scene.top_rgb, cc, rr)
-            zr = np.clip(z[rest] / np.maximum(htop[rest], 1e-3), 0, 1)[:, None].astype(np.float32)
-            shade = np.float32(0.55) + np.float32(0.35) * zr
-            colr = base * shade
-            trunk = (z[rest] < 0.22 * htop[rest]) & tr[rest]
-            colr[trunk] = _TRUNK + 0.25 * base[trunk] * np.float32(0.5)
-            col[rest] = colr
-        kk[tr] = KIND_CROWN
-        rgb[is_wall] = col
-        depth[is_wall] = dw
-        kind[is_wall] = kk
+        rgb[is_wall], depth[is_wall], kind[is_wall] = _shade_sides(
+            scene, x0, y0, c, d_wall[k, u], tan_el[is_wall], sa[u], ca[u], h_wall[k, u], h_prev[k, u])
     # beyond the world: flat ground to the horizon, then the distant tree line
     horizon_c, zenith_c, vis, cover = _SKY[scene.season]
     if is_far.any():
@@ -488,6 +501,66 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
         rgb[sky] = _sky(scene, np.broadcast_to(az[None, :], (R, W))[sky], el_px[sky], horizon_c, zenith_c, cover)
     out = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return StreetLayers(out, depth, kind)
+
+
+def _cell(y: np.ndarray, x: np.ndarray, t: affine.Affine, Hs: int, Ws: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) indices of the grid cells holding UTM points (clipped to the grid)."""
+    i = np.clip(np.floor((y - t.f) / t.e).astype(np.int64), 0, Hs - 1)
+    j = np.clip(np.floor((x - t.c) / t.a).astype(np.int64), 0, Ws - 1)
+    return i, j
+
+
+def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndarray, tan_el: np.ndarray,
+                 sa: np.ndarray, ca: np.ndarray, htop: np.ndarray, hprev: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Colour, depth and kind of pixels on the rising side of a raised object (one entry per pixel).
+
+    ``dw`` is the distance where the pixel's ray meets the side, ``htop`` the object's height there and
+    ``hprev`` the height just before it (0 for a wall standing on the ground, > 0 for a roof slope or a
+    crown's upper part seen from below).
+    """
+    t = scene.transform
+    Hs, Ws = scene.shape
+    z = c + dw * tan_el
+    inner = dw + 0.5 * scene.gsd  # a point just inside the object
+    wi, wj = _cell(y0 + inner * ca, x0 + inner * sa, t, Hs, Ws)
+    bid, tid = scene.building_id[wi, wj], scene.tree_id[wi, wj]
+    col = np.zeros((len(dw), 3), np.float32)
+    kind = np.full(len(dw), KIND_OTHER, np.uint8)
+    top = _sample_rgb(scene.top_rgb, (x0 + inner * sa - t.c) / t.a - 0.5, (y0 + inner * ca - t.f) / t.e - 0.5)
+    wall = (bid > 0) & (hprev <= 0)
+    if wall.any():
+        col[wall] = _facade(scene, bid[wall], x0 + dw[wall] * sa[wall], y0 + dw[wall] * ca[wall], z[wall], htop[wall])
+        kind[wall] = KIND_WALL
+    roof = (bid > 0) & (hprev > 0)
+    col[roof] = top[roof] * np.float32(0.8)
+    kind[roof] = KIND_ROOF
+    tree = (bid == 0) & (tid > 0)
+    if tree.any():
+        zt, ht, ti = z[tree], htop[tree], tid[tree]
+        # texture coordinate around the trunk: arc length on the crown's side (world-fixed, smooth)
+        rx, ry = x0 + dw[tree] * sa[tree] - scene._tree_xy[ti, 0], y0 + dw[tree] * ca[tree] - scene._tree_xy[ti, 1]
+        lateral = np.arctan2(rx, ry) * np.hypot(rx, ry) + 7.3 * ti
+        g = scene._grain
+        n = g.shape[0]
+        leaf = _remap_big(g, (lateral / 0.08) % n, (zt / 0.08) % n)
+        zr = np.clip(zt / np.maximum(ht, 1e-3), 0, 1).astype(np.float32)
+        base = np.float32(0.5) * (top[tree] + scene._tree_rgb[ti])
+        ct = base * ((np.float32(0.55) + np.float32(0.35) * zr) * (np.float32(0.6) + np.float32(0.8) * leaf))[:, None]
+        # below the crown: darker undergrowth, and the trunk where the ray passes the tree's centre
+        band = zt < 0.18 * ht
+        if band.any():
+            tb = ti[band]
+            off = np.abs((scene._tree_xy[tb, 0] - x0) * ca[tree][band] - (scene._tree_xy[tb, 1] - y0) * sa[tree][band])
+            trunk = off < 0.1 + 0.01 * ht[band]
+            ct[band] = np.where(trunk[:, None], _TRUNK * np.float32(1.8), ct[band] * np.float32(0.45))
+        col[tree] = ct
+        kind[tree] = KIND_CROWN
+    rest = (bid == 0) & (tid == 0)
+    if rest.any():
+        zr = np.clip(z[rest] / np.maximum(htop[rest], 1e-3), 0, 1)[:, None].astype(np.float32)
+        col[rest] = top[rest] * (np.float32(0.55) + np.float32(0.35) * zr)
+    return col, dw.astype(np.float32), kind
 
 
 def _sample_rgb(img: np.ndarray, col: np.ndarray, row: np.ndarray) -> np.ndarray:
@@ -699,15 +772,16 @@ def road_axes(road: np.ndarray, gsd: float, sigma_m: float = 4.0) -> np.ndarray:
 
 
 def road_poses(world, n: int, rng: np.random.Generator, height_m=HEIGHT_RANGE_M, region=None,
-               include_tracks: bool = False, clearance_m: float = 1.5, pitch_std_deg: float = 0.0,
-               roll_std_deg: float = 0.0) -> list[GroundPose]:
+               include_tracks: bool = False, clearance_m: float = 1.5, heading_jitter_deg: float = 5.0,
+               pitch_std_deg: float = 0.0, roll_std_deg: float = 0.0) -> list[GroundPose]:
     """``n`` random street-level poses on the drivable roads of a World (or a StreetScene with ``road_kind``).
 
     Positions are on arterials and residential streets (``road_kind`` 1..2, farm tracks 3 too with
     ``include_tracks``), at least ``clearance_m`` from the road edge, buildings and trees; headings run along
-    the road (either direction, ±5° jitter); heights uniform in ``height_m`` (a (lo, hi) range or one value);
-    pitch / roll normal with the given std (clipped to ±:data:`MAX_TILT_DEG`). ``region`` (xmin, ymin, xmax,
-    ymax) in UTM metres restricts the positions (to keep training and evaluation ground apart).
+    the road (either direction, normal jitter of ``heading_jitter_deg`` std); heights uniform in ``height_m``
+    (a (lo, hi) range or one value); pitch / roll normal with the given std (clipped to ±:data:`MAX_TILT_DEG`).
+    ``region`` (xmin, ymin, xmax, ymax) in UTM metres restricts the positions (to keep training and
+    evaluation ground apart).
     """
     road_kind, height, label, t, name = _layers_of(world)
     if not (isinstance(n, (int, np.integer)) and n >= 1):
@@ -747,7 +821,7 @@ def road_poses(world, n: int, rng: np.random.Generator, height_m=HEIGHT_RANGE_M,
     poses = []
     axes = _axes_at(road, ii, jj, gsd)
     flip = rng.random(int(n)) < 0.5
-    jit = rng.normal(0.0, 5.0, int(n))
+    jit = rng.normal(0.0, 1.0, int(n)) * float(heading_jitter_deg)
     hs = rng.uniform(hr[0], hr[1], int(n))
     pit = np.clip(rng.normal(0.0, 1.0, int(n)) * pitch_std_deg, -MAX_TILT_DEG, MAX_TILT_DEG)
     rol = np.clip(rng.normal(0.0, 1.0, int(n)) * roll_std_deg, -MAX_TILT_DEG, MAX_TILT_DEG)
