@@ -1,0 +1,857 @@
+"""Sequential ground localizer for cars: a particle filter over (east, north, heading) on satellite imagery.
+
+One street-level frame narrows the place down to little; a car moves, so :class:`VehicleLocalizer` localizes
+over the drive:
+
+* **motion**: particles are propagated by wheel + gyro odometry (:meth:`VehicleLocalizer.on_odometry`) with
+  its noise, a per-particle speed-scale and gyro-bias error and a small diffusion;
+* **appearance**: each frame's ground surface is projected to a bird's-eye view (BEV) with the camera height
+  and pitch (a forward pinhole camera, or the lower half of an equirectangular panorama, i.e. a polar
+  transform) and correlated (normalised cross-correlation, NCC) against the satellite imagery at every
+  particle's pose, which pins metric position *and* heading. Optionally the frame's GLEAM-C embedding is
+  compared with the embedding of the 50 m north-up satellite crop (:data:`~.preprocess.GROUND_TILE_M`)
+  around each particle, cached per grid cell (``embed_weight``; off by default because the ImageNet encoder
+  does not separate ground views, see docs/bench/vehicle_bench.md);
+* **roads**: with a :class:`RoadLayer`, particles off drivable roads are down-weighted;
+* **trust**: modes of the posterior are found by weighted mean shift; a fix is published only when one mode
+  holds nearly all the weight, is tight, has been so for a few frames, the appearance evidence is clearly
+  better than at random road poses (a z-score against a null sample drawn every frame), the odometry is
+  healthy and the estimate lies on the map. Its covariance is the mode's particle spread. While the posterior
+  is multimodal the modes are ranked hypotheses and there is no fix;
+* **kidnap**: when the tracked mode's evidence stays no better than random poses for several frames, the car
+  was teleported (or the map disagrees): the particles are re-spread over the map and there is no fix until
+  the filter converges again.
+
+Satellite imagery comes from the :class:`~.index.TileIndex` the UAV localizer uses: its stored tile images
+are pasted into a gray mosaic (in the tiles' CRS, at the BEV resolution) around the area of interest.
+Everything is ROS-free; the vehicle node is a thin adapter.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, fields
+
+import cv2
+import numpy as np
+
+from . import geo
+from .camera import CameraIntrinsics
+from .errors import ConfigError, InputError
+from .filter import FilterOutput
+from .localizer import STATUS_RETRIEVED, STATUS_TRUSTED, Hypothesis, LocalizationResult, PositionPrior
+from .preprocess import GROUND_TILE_M, check_image
+
+@dataclass(frozen=True)
+class OdometrySample:
+    """One odometry reading (e.g. from ``nav_msgs/Odometry`` twist or a wheel + gyro CAN message).
+
+    ``t`` seconds; ``v_mps`` forward speed; ``yaw_rate_rps`` yaw rate, rad/s, positive counter-clockwise
+    seen from above (REP-103, so a left turn is positive and the compass heading decreases);
+    ``v_std`` and ``yaw_rate_std`` the 1-sigma white noise of the two readings.
+    """
+
+    t: float
+    v_mps: float
+    yaw_rate_rps: float
+    v_std: float
+    yaw_rate_std: float
+
+
+#: ``road_kind`` codes of the procedural world a car drives on: arterial, residential street, farm track.
+DRIVABLE_KINDS = (1, 2, 3)
+
+VEHICLE_MODALITIES = ("ground", "panorama")
+
+
+@dataclass(frozen=True)
+class VehicleConfig:
+    """Settings of :class:`VehicleLocalizer` (the vehicle node's parameters map onto these).
+
+    Distances in metres, angles in degrees, times in seconds. Invalid values raise ConfigError naming
+    the field.
+    """
+
+    modality: str = "ground"
+    n_particles: int = 800  # while tracking
+    n_particles_global: int = 4000  # when (re)localising over the whole map
+    camera_height_m: float = 1.6
+    camera_pitch_deg: float = 0.0  # positive = looking up (ground camera)
+    bev_res_m: float = 0.5  # BEV cell and satellite mosaic pixel size
+    bev_min_m: float = 3.0  # ground distance range used (nearer: hood / car; farther: too coarse, occluded)
+    bev_max_m: float = 16.0
+    bev_half_width_m: float = 8.0  # lateral half width (ground camera)
+    min_bev_cells: int = 60  # fewer valid BEV cells -> the frame carries no appearance evidence
+    ncc_temperature: float = 0.08  # appearance likelihood exp(NCC / T)
+    embed_weight: float = 0.0  # embedding likelihood exp(w * (cos - max cos)); 0 = do not embed
+    embed_cell_m: float = 10.0
+    road_off_weight: float = 0.05  # weight factor of a particle off drivable road (with a road layer)
+    road_tolerance_m: float = 1.5
+    odom_scale_std: float = 0.02  # per-particle relative speed-scale error, drawn per frame interval
+    gyro_bias_std: float = 0.004  # rad/s, per-particle yaw-rate error, drawn per frame interval
+    pos_diffusion_m: float = 0.3  # per frame interval
+    heading_diffusion_deg: float = 0.7
+    max_odom_gap_s: float = 0.5  # a reading older than this does not count as current odometry
+    max_speed_mps: float = 70.0
+    max_yaw_rate_rps: float = 2.5
+    max_accel_mps2: float = 15.0
+    mode_radius_m: float = 12.0
+    max_modes: int = 5
+    trust_mode_weight: float = 0.9
+    trust_spread_m: float = 4.0
+    trust_min_frames: int = 3
+    trust_z: float = 3.0  # appearance z-score of the mode vs random road poses (EMA) needed to trust
+    kidnap_z: float = 1.0  # below this (EMA) for kidnap_frames frames while locked -> kidnapped
+    kidnap_frames: int = 4
+    z_ema: float = 0.5  # smoothing of the z-score (weight of the new frame)
+    null_samples: int = 200
+    mosaic_radius_m: float = 1500.0  # satellite mosaic around the area of interest
+    gps_sigma_floor_m: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.modality not in VEHICLE_MODALITIES:
+            raise ConfigError(f"VehicleConfig.modality must be one of {VEHICLE_MODALITIES}, got {self.modality!r}")
+        ints = {"n_particles": 10, "n_particles_global": 10, "min_bev_cells": 1, "max_modes": 1,
+                "trust_min_frames": 1, "kidnap_frames": 1, "null_samples": 10}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "modality":
+                continue
+            if f.name in ints:
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < ints[f.name]:
+                    raise ConfigError(f"VehicleConfig.{f.name} must be an integer >= {ints[f.name]}, got {v!r}")
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+                raise ConfigError(f"VehicleConfig.{f.name} must be a finite number, got {v!r}")
+            lo_zero = f.name in ("embed_weight", "road_tolerance_m", "odom_scale_std", "gyro_bias_std",
+                                 "pos_diffusion_m", "heading_diffusion_deg", "camera_pitch_deg", "trust_z",
+                                 "kidnap_z", "road_off_weight")
+            if f.name == "camera_pitch_deg":
+                if abs(v) >= 60:
+                    raise ConfigError(f"VehicleConfig.camera_pitch_deg must be within (-60, 60), got {v!r}")
+            elif (v < 0) if lo_zero else (v <= 0):
+                raise ConfigError(f"VehicleConfig.{f.name} must be {'>= 0' if lo_zero else '> 0'}, got {v!r}")
+        for name in ("road_off_weight", "trust_mode_weight", "z_ema"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"VehicleConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
+        if not self.bev_min_m < self.bev_max_m:
+            raise ConfigError(f"VehicleConfig.bev_min_m ({self.bev_min_m}) must be < bev_max_m ({self.bev_max_m})")
+        if self.kidnap_z >= self.trust_z:
+            raise ConfigError(f"VehicleConfig.kidnap_z ({self.kidnap_z}) must be < trust_z ({self.trust_z})")
+        if self.n_particles > self.n_particles_global:
+            raise ConfigError(f"VehicleConfig.n_particles ({self.n_particles}) must be <= n_particles_global "
+                              f"({self.n_particles_global})")
+
+
+# ------------------------------------------------------------------------------------------------ rasters
+
+
+class RoadLayer:
+    """A georeferenced drivable-road mask (north-up): ``mask`` (H, W) bool, ``crs``, GDAL affine ``transform``."""
+
+    def __init__(self, mask: np.ndarray, crs, transform) -> None:
+        m = np.asarray(mask)
+        if m.ndim != 2 or m.size == 0:
+            raise InputError(f"road mask must be a non-empty 2-D array, got shape {m.shape}")
+        if abs(transform.b) > 1e-12 or abs(transform.d) > 1e-12 or transform.a <= 0 or transform.e >= 0:
+            raise InputError("road layer transform must be north-up (no rotation, positive x / negative y pixel size)")
+        self.mask = m.astype(bool)
+        self.crs = geo.parse_crs(crs, "road layer CRS")
+        self.transform = transform
+
+    @classmethod
+    def from_world(cls, world, kinds=DRIVABLE_KINDS) -> RoadLayer:
+        """The drivable roads (``road_kind`` in ``kinds``) of a procedural :class:`~.sim.world.World`."""
+        return cls(np.isin(world.layers["road_kind"], kinds), world.crs, world.transform)
+
+    def lookup(self, x, y, crs=None, tol_m: float = 0.0) -> np.ndarray:
+        """Whether points (x, y) (in ``crs``, default the layer's) lie on road (or within ``tol_m``); off the layer: False."""
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        if crs is not None and geo.crs_key(crs) != geo.crs_key(self.crs):
+            x, y = geo.transform(x, y, crs, self.crs)
+        mask = self._dilated(tol_m)
+        t = self.transform
+        c = np.floor((x - t.c) / t.a).astype(np.int64)
+        r = np.floor((y - t.f) / t.e).astype(np.int64)
+        h, w = mask.shape
+        ok = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+        out = np.zeros(x.shape, bool)
+        out[ok] = mask[r[ok], c[ok]]
+        return out
+
+    def _dilated(self, tol_m: float) -> np.ndarray:
+        k = int(math.ceil(tol_m / self.transform.a))
+        if k <= 0:
+            return self.mask
+        cache = self.__dict__.setdefault("_dil", {})
+        if k not in cache:
+            se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+            cache[k] = cv2.dilate(self.mask.astype(np.uint8), se) > 0
+        return cache[k]
+
+
+class SatelliteMosaic:
+    """Gray satellite mosaic pasted from an index's stored tile images around a centre (tiles' CRS).
+
+    ``gray`` (H, W) float32 in [0, 1] (NaN where no tile covers), pixel size ``gsd``, top-left outer corner
+    (``x0``, ``y0``) in ``crs``. ``rgb`` keeps the colour mosaic for the embedding crops.
+    """
+
+    def __init__(self, index, gsd: float, centre_latlon: tuple[float, float] | None, radius_m: float) -> None:
+        if not index.has_images:
+            raise ConfigError("the tile index holds no tile images: rebuild it with images for the vehicle localizer")
+        if centre_latlon is None:
+            sel = np.arange(index.n_tiles)
+        else:
+            sel = index.tiles_within(centre_latlon[0], centre_latlon[1], radius_m)
+        if len(sel) == 0:
+            raise InputError(f"no index tile within {radius_m:.0f} m of {centre_latlon}")
+        tiles = [index.tile(int(i)) for i in sel]
+        crs = tiles[0].crs
+        tiles = [t for t in tiles if geo.crs_key(t.crs) == geo.crs_key(crs)]
+        self.crs = geo.parse_crs(crs, "tile CRS")
+        self.gsd = float(gsd)
+        x0 = min(t.x0 for t in tiles)
+        y0 = max(t.y0 for t in tiles)
+        x1 = max(t.x0 + t.size_m for t in tiles)
+        y1 = min(t.y0 - t.size_m for t in tiles)
+        w = int(math.ceil((x1 - x0) / gsd))
+        h = int(math.ceil((y0 - y1) / gsd))
+        if w * h > 60_000_000:
+            raise ConfigError(f"satellite mosaic of {w}x{h} px is too large; lower mosaic_radius_m or raise bev_res_m")
+        self.x0, self.y0 = float(x0), float(y0)
+        rgb = np.zeros((h, w, 3), np.uint8)
+        valid = np.zeros((h, w), bool)
+        for t in tiles:
+            side = max(1, int(round(t.size_m / gsd)))
+            img = cv2.resize(np.asarray(t.image), (side, side), interpolation=cv2.INTER_AREA)
+            c0 = int(round((t.x0 - x0) / gsd))
+            r0 = int(round((y0 - t.y0) / gsd))
+            r1, c1 = min(h, r0 + side), min(w, c0 + side)
+            rgb[r0:r1, c0:c1] = img[: r1 - r0, : c1 - c0]
+            valid[r0:r1, c0:c1] = True
+        self.rgb = rgb
+        self.valid = valid
+        g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+        g[~valid] = np.nan
+        self.gray = g
+        cx, cy = x0 + w * gsd / 2, y0 - h * gsd / 2
+        self.centre_xy = (float(cx), float(cy))
+
+    def to_px(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """CRS (x, y) to fractional (col, row), integer = pixel centre."""
+        return (np.asarray(x) - self.x0) / self.gsd - 0.5, (self.y0 - np.asarray(y)) / self.gsd - 0.5
+
+    def sample(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Bilinear gray values at CRS points (NaN outside the mosaic or its tiles)."""
+        c, r = self.to_px(x, y)
+        out = cv2.remap(self.gray, c.astype(np.float32), r.astype(np.float32), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
+        return out
+
+    def covers(self, x, y) -> np.ndarray:
+        """Whether CRS points lie on imagery."""
+        c, r = self.to_px(x, y)
+        ci, ri = np.rint(c).astype(np.int64), np.rint(r).astype(np.int64)
+        h, w = self.valid.shape
+        ok = (ci >= 0) & (ci < w) & (ri >= 0) & (ri < h)
+        out = np.zeros(np.shape(ci), bool)
+        out[ok] = self.valid[ri[ok], ci[ok]]
+        return out
+
+    def crop(self, x: float, y: float, side_m: float) -> np.ndarray | None:
+        """North-up RGB crop of ``side_m`` centred on (x, y), or None when it leaves the imagery."""
+        c, r = self.to_px(x, y)
+        half = side_m / self.gsd / 2.0
+        c0, r0 = int(round(float(c) - half)), int(round(float(r) - half))
+        n = int(round(2 * half))
+        if c0 < 0 or r0 < 0 or c0 + n > self.rgb.shape[1] or r0 + n > self.rgb.shape[0]:
+            return None
+        if not self.valid[r0:r0 + n, c0:c0 + n].all():
+            return None
+        return self.rgb[r0:r0 + n, c0:c0 + n]
+
+
+# ------------------------------------------------------------------------------------------------ BEV
+
+
+@dataclass
+class BirdsEye:
+    """A frame's ground surface in the vehicle frame: cell offsets (forward, right) in metres and gray values."""
+
+    fwd: np.ndarray
+    right: np.ndarray
+    values: np.ndarray  # zero-mean, unit-norm over the valid cells
+
+    @property
+    def n(self) -> int:
+        """Number of valid cells."""
+        return len(self.values)
+
+
+def _ground_grid(cfg: VehicleConfig) -> tuple[np.ndarray, np.ndarray]:
+    r = cfg.bev_res_m
+    if cfg.modality == "panorama":
+        ax = np.arange(-cfg.bev_max_m, cfg.bev_max_m + 1e-9, r)
+        f, s = np.meshgrid(ax, ax, indexing="ij")
+    else:
+        f, s = np.meshgrid(np.arange(cfg.bev_min_m, cfg.bev_max_m + 1e-9, r),
+                           np.arange(-cfg.bev_half_width_m, cfg.bev_half_width_m + 1e-9, r), indexing="ij")
+    f, s = f.ravel(), s.ravel()
+    d = np.hypot(f, s)
+    keep = (d >= cfg.bev_min_m) & (d <= cfg.bev_max_m)
+    return f[keep], s[keep]
+
+
+def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | None) -> BirdsEye:
+    """Project a frame's ground to the BEV cells of ``cfg`` (flat ground, camera ``camera_height_m`` up).
+
+    Ground camera: pinhole ``intr``, optical axis along the car's forward axis tilted by ``camera_pitch_deg``.
+    Panorama: equirectangular, the centre column looks forward, columns increase clockwise (to the right),
+    the top row is the zenith. Each cell takes the image's gray value (bilinear, with the image first
+    blurred to about the cell's footprint).
+    """
+    rgb = check_image(image, "frame")
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    f, s = _ground_grid(cfg)
+    h_cam = cfg.camera_height_m
+    H, W = gray.shape
+    if cfg.modality == "panorama":
+        az = np.arctan2(s, f)  # clockwise from forward
+        el = -np.arctan2(h_cam, np.hypot(f, s))
+        u = (az / (2 * np.pi) + 0.5) * W - 0.5
+        v = (0.5 - el / np.pi) * H - 0.5
+        gray = cv2.GaussianBlur(gray, (0, 0), max(0.5, W / 2048))
+    else:
+        if intr is None:
+            raise InputError("a ground camera frame needs camera intrinsics (CameraInfo) for the bird's-eye view")
+        if (intr.width, intr.height) != (W, H):
+            raise InputError(f"camera intrinsics are for {intr.width}x{intr.height} images, frame is {W}x{H}")
+        p = math.radians(cfg.camera_pitch_deg)
+        # body (fwd, right, up) -> optical (x right, y down, z forward tilted up by p)
+        dx, dy, dz = f, s, np.full_like(f, -h_cam)
+        zc = dx * math.cos(p) + dz * math.sin(p)
+        yc = dx * math.sin(p) - dz * math.cos(p)
+        xc = dy
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = intr.cx + intr.fx * xc / zc
+            v = intr.cy + intr.fy * yc / zc
+        u[zc <= 0.1] = -1e6
+        gray = cv2.GaussianBlur(gray, (0, 0), 1.0)
+    inside = (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+    vals = cv2.remap(gray, u[inside].astype(np.float32)[None], v[inside].astype(np.float32)[None],
+                     cv2.INTER_LINEAR)[0]
+    f, s = f[inside], s[inside]
+    vals = vals - vals.mean() if len(vals) else vals
+    norm = float(np.linalg.norm(vals))
+    vals = vals / norm if norm > 1e-6 else np.zeros_like(vals)
+    return BirdsEye(f, s, vals.astype(np.float32))
+
+
+def bev_ncc(bev: BirdsEye, mosaic: SatelliteMosaic, x: np.ndarray, y: np.ndarray, heading_deg: np.ndarray,
+            chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """NCC of the BEV against the satellite mosaic at each pose; returns (ncc, covered fraction) per pose."""
+    n = len(x)
+    ncc = np.zeros(n, np.float32)
+    cov = np.zeros(n, np.float32)
+    if bev.n == 0 or n == 0:
+        return ncc, cov
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        h = np.radians(heading_deg[a:b])[:, None]
+        sh, ch = np.sin(h), np.cos(h)
+        # forward = (sin h, cos h), right = (cos h, -sin h) in (east, north)
+        px = x[a:b, None] + bev.fwd[None] * sh + bev.right[None] * ch
+        py = y[a:b, None] + bev.fwd[None] * ch - bev.right[None] * sh
+        sat = mosaic.sample(px, py)
+        ok = np.isfinite(sat)
+        cnt = ok.sum(1)
+        cov[a:b] = cnt / bev.n
+        sat = np.where(ok, sat, 0.0)
+        mean = sat.sum(1) / np.maximum(cnt, 1)
+        sat = np.where(ok, sat - mean[:, None], 0.0)
+        num = sat @ bev.values
+        den = np.linalg.norm(sat, axis=1) * np.sqrt(np.sum(np.where(ok, bev.values[None] ** 2, 0.0), axis=1))
+        ncc[a:b] = np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0)
+    return ncc, cov
+
+
+# ------------------------------------------------------------------------------------------------ filter
+
+
+@dataclass
+class _Mode:
+    x: float
+    y: float
+    weight: float
+    cov: np.ndarray
+    heading_deg: float
+    heading_std_deg: float
+    members: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, bool))
+
+    @property
+    def spread_m(self) -> float:
+        return float(math.sqrt(max(np.linalg.eigvalsh(self.cov).max(), 0.0)))
+
+
+def _circ_mean_std(deg: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    a = np.radians(deg)
+    c, s = float(np.sum(w * np.cos(a))), float(np.sum(w * np.sin(a)))
+    tot = float(np.sum(w)) or 1.0
+    r = min(1.0, math.hypot(c, s) / tot)
+    std = math.degrees(math.sqrt(max(-2.0 * math.log(max(r, 1e-12)), 0.0)))
+    return math.degrees(math.atan2(s, c)) % 360.0, std
+
+
+class VehicleLocalizer:
+    """Localize a car over a drive from camera frames + odometry against a satellite tile index.
+
+    Args:
+        backend: the encoder backend (torch or ONNX) the index was built with; used only when
+            ``cfg.embed_weight > 0``.
+        index: a :class:`~.index.TileIndex` with stored tile images.
+        cfg: settings (:class:`VehicleConfig`).
+        roads: optional :class:`RoadLayer` of drivable roads (particles off road are down-weighted).
+        seed: random seed of the filter.
+    """
+
+    def __init__(self, backend, index, cfg: VehicleConfig | None = None, roads: RoadLayer | None = None,
+                 seed: int = 0) -> None:
+        self.backend = backend
+        self.index = index
+        self.cfg = cfg or VehicleConfig()
+        if not isinstance(self.cfg, VehicleConfig):
+            raise ConfigError(f"cfg must be a VehicleConfig, got {type(self.cfg).__name__}")
+        if roads is not None and not isinstance(roads, RoadLayer):
+            raise ConfigError(f"roads must be a RoadLayer, got {type(roads).__name__}")
+        if self.cfg.embed_weight > 0 and index.fingerprint != backend.fingerprint:
+            raise ConfigError(f"index built with encoder {index.fingerprint}, backend is {backend.fingerprint}")
+        self.roads = roads
+        self.rng = np.random.default_rng(seed)
+        self._mosaic: SatelliteMosaic | None = None
+        self._embed_cache: dict[tuple[int, int], np.ndarray | None] = {}
+        self.kidnaps = 0
+        self.rejected_odometry = 0
+        self.reset()
+
+    # ---------------------------------------------------------------- state
+    def reset(self) -> None:
+        """Forget everything about the drive (particles, odometry, trust); the next frame starts over."""
+        self.p: np.ndarray | None = None  # (N, 3): x, y, heading_deg in the mosaic CRS
+        self.w: np.ndarray | None = None
+        self._t: float | None = None  # time the particles refer to
+        self._odom: list[OdometrySample] = []
+        self._z = 0.0
+        self._locked = False
+        self._low_z = 0
+        self._converged = 0
+        self._modes: list[_Mode] = []
+        self._global = False
+        self.last_reason = "no frame yet"
+
+    def status(self) -> dict:
+        """Diagnostics: modes, spread, odometry age, last reason, kidnap count and more."""
+        top = self._modes[0] if self._modes else None
+        odom_age = (self._t - self._odom[-1].t) if (self._odom and self._t is not None) else math.inf
+        return {
+            "n_particles": 0 if self.p is None else len(self.p),
+            "n_modes": len(self._modes),
+            "top_mode_weight": top.weight if top else math.nan,
+            "spread_m": top.spread_m if top else math.nan,
+            "appearance_z": self._z,
+            "locked": self._locked,
+            "global_search": self._global,
+            "odom_age_s": odom_age,
+            "rejected_odometry": self.rejected_odometry,
+            "last_reason": self.last_reason,
+            "kidnaps": self.kidnaps,
+        }
+
+    # ---------------------------------------------------------------- odometry
+    def on_odometry(self, s: OdometrySample) -> str | None:
+        """Buffer one odometry sample; returns why it was rejected (None when accepted)."""
+        reason = self._check_odometry(s)
+        if reason is None:
+            self._odom.append(s)
+            if len(self._odom) > 4000:  # keep what is needed to propagate to the next frame
+                del self._odom[: len(self._odom) - 2000]
+        else:
+            self.rejected_odometry += 1
+            self.last_reason = f"odometry rejected: {reason}"
+        return reason
+
+    def _check_odometry(self, s: OdometrySample) -> str | None:
+        cfg = self.cfg
+        vals = (s.t, s.v_mps, s.yaw_rate_rps, s.v_std, s.yaw_rate_std)
+        if not all(isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v) for v in vals):
+            return f"non-finite value in {s}"
+        if s.v_std < 0 or s.yaw_rate_std < 0:
+            return f"negative noise std in {s}"
+        if self._odom and s.t <= self._odom[-1].t:
+            return f"out of order: t={s.t:.3f} after t={self._odom[-1].t:.3f}"
+        if self._t is not None and s.t < self._t:
+            return f"too late: t={s.t:.3f} is before the filter time {self._t:.3f}"
+        if abs(s.v_mps) > cfg.max_speed_mps or abs(s.yaw_rate_rps) > cfg.max_yaw_rate_rps:
+            return f"implausible: v={s.v_mps:.2f} m/s, yaw rate={s.yaw_rate_rps:.2f} rad/s"
+        if self._odom:
+            last = self._odom[-1]
+            dt = s.t - last.t
+            if dt <= cfg.max_odom_gap_s and abs(s.v_mps - last.v_mps) > cfg.max_accel_mps2 * dt + 3 * (s.v_std + last.v_std):
+                return f"implausible jump: speed {last.v_mps:.2f} -> {s.v_mps:.2f} m/s in {dt:.3f} s"
+        return None
+
+    def _segments(self, t0: float, t1: float) -> tuple[list[tuple[float, float, float, float, float]], str]:
+        """(dt, v, yaw_rate, v_std, w_std) pieces covering [t0, t1] and a problem ('' when odometry is fine)."""
+        gap = self.cfg.max_odom_gap_s
+        odom = self._odom
+        if not odom:
+            return [(t1 - t0, 0.0, 0.0, self.cfg.max_speed_mps / 4, 0.5)], "no odometry"
+        ts = np.array([o.t for o in odom])
+        problem = ""
+        segs = []
+        tau = t0
+        k = int(np.searchsorted(ts, tau, side="right")) - 1
+        while tau < t1 - 1e-9:
+            nxt = float(ts[k + 1]) if k + 1 < len(ts) else math.inf
+            end = min(t1, nxt)
+            if k < 0 or tau - odom[k].t > gap:
+                problem = "odometry missing or late"
+                v = odom[max(k, 0)].v_mps
+                segs.append((end - tau, v, 0.0, max(2.0, abs(v)), 0.3))  # hold the last speed, loosely
+            else:
+                o = odom[k]
+                segs.append((end - tau, o.v_mps, o.yaw_rate_rps, o.v_std, o.yaw_rate_std))
+            tau = end
+            k += 1
+        if odom[-1].t < t1 - gap and not problem:
+            problem = "odometry missing or late"
+        # drop what is no longer needed
+        keep = max(0, int(np.searchsorted(ts, t1, side="right")) - 2)
+        if keep > 0:
+            del odom[:keep]
+        return segs, problem
+
+    def _propagate(self, t: float) -> str:
+        if self._t is None or t <= self._t:
+            return ""
+        segs, problem = self._segments(self._t, t)
+        cfg = self.cfg
+        n = len(self.p)
+        scale = 1.0 + self.rng.normal(0, cfg.odom_scale_std, n)
+        bias = self.rng.normal(0, cfg.gyro_bias_std, n)
+        x, y, h = self.p[:, 0], self.p[:, 1], np.radians(self.p[:, 2])
+        for dt, v, w, vs, ws in segs:
+            vv = v * scale + self.rng.normal(0, vs, n) * min(1.0, math.sqrt(0.05 / max(dt, 1e-6)))
+            ww = w + bias + self.rng.normal(0, ws, n) * min(1.0, math.sqrt(0.05 / max(dt, 1e-6)))
+            hm = h - ww * dt / 2.0  # CCW yaw rate lowers the compass heading
+            x = x + vv * dt * np.sin(hm)
+            y = y + vv * dt * np.cos(hm)
+            h = h - ww * dt
+        x = x + self.rng.normal(0, cfg.pos_diffusion_m, n)
+        y = y + self.rng.normal(0, cfg.pos_diffusion_m, n)
+        hd = np.degrees(h) + self.rng.normal(0, cfg.heading_diffusion_deg, n)
+        self.p = np.stack([x, y, hd % 360.0], axis=1)
+        self._t = t
+        return problem
+
+    # ---------------------------------------------------------------- initialisation
+    def _ensure_mosaic(self, centre_latlon: tuple[float, float] | None) -> None:
+        m = self._mosaic
+        if m is not None:
+            if centre_latlon is None:
+                return
+            x, y = geo.transform(centre_latlon[1], centre_latlon[0], geo.WGS84, m.crs)
+            if math.hypot(float(x) - m.centre_xy[0], float(y) - m.centre_xy[1]) < 0.5 * self.cfg.mosaic_radius_m:
+                return
+            if self.index.n_tiles and len(self.index.tiles_within(centre_latlon[0], centre_latlon[1],
+                                                                   self.cfg.mosaic_radius_m)) == 0:
+                return
+        if centre_latlon is not None and len(self.index.tiles_within(centre_latlon[0], centre_latlon[1],
+                                                                      self.cfg.mosaic_radius_m)) == 0:
+            centre_latlon = None
+        self._mosaic = SatelliteMosaic(self.index, self.cfg.bev_res_m, centre_latlon, self.cfg.mosaic_radius_m)
+        self._embed_cache.clear()
+
+    def _road_points(self, n: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Keep candidate points on road (when a layer is given) and on imagery."""
+        ok = self._mosaic.covers(x, y)
+        if self.roads is not None:
+            ok &= self.roads.lookup(x, y, self._mosaic.crs, self.cfg.road_tolerance_m)
+        return ok
+
+    def _spread(self, n: int, centre: tuple[float, float] | None = None, radius: float | None = None) -> None:
+        """Particles uniform over the roads on the mosaic (or a disc), random headings."""
+        m = self._mosaic
+        pts_x, pts_y = [], []
+        need = n
+        for _ in range(50):
+            k = max(need * 4, 1000)
+            if centre is None:
+                h, w = m.valid.shape
+                xs = m.x0 + self.rng.uniform(0, w * m.gsd, k)
+                ys = m.y0 - self.rng.uniform(0, h * m.gsd, k)
+            else:
+                r = radius * np.sqrt(self.rng.uniform(0, 1, k))
+                a = self.rng.uniform(0, 2 * np.pi, k)
+                xs, ys = centre[0] + r * np.sin(a), centre[1] + r * np.cos(a)
+            ok = self._road_points(k, xs, ys)
+            pts_x.append(xs[ok])
+            pts_y.append(ys[ok])
+            need -= int(ok.sum())
+            if need <= 0:
+                break
+        x = np.concatenate(pts_x)[:n]
+        y = np.concatenate(pts_y)[:n]
+        if len(x) < n:  # no road / imagery there: fall back to the disc or the mosaic
+            if centre is None:
+                raise InputError("the satellite mosaic holds no drivable imagery to search")
+            r = radius * np.sqrt(self.rng.uniform(0, 1, n - len(x)))
+            a = self.rng.uniform(0, 2 * np.pi, n - len(x))
+            x = np.concatenate([x, centre[0] + r * np.sin(a)])
+            y = np.concatenate([y, centre[1] + r * np.cos(a)])
+        self.p = np.stack([x, y, self.rng.uniform(0, 360, n)], axis=1)
+        self.w = np.full(n, 1.0 / n)
+        self._converged = 0
+        self._locked = False
+        self._low_z = 0
+        self._z = 0.0
+
+    # ---------------------------------------------------------------- main entry
+    def localize(self, image: np.ndarray, t: float, intrinsics: CameraIntrinsics | None = None,
+                 gps_prior: PositionPrior | None = None) -> LocalizationResult:
+        """Update the filter with one frame (at time ``t``) and return the ranked modes and a trusted fix or None.
+
+        ``gps_prior`` (a GNSS position while it is available, radius ~ 2 sigma) initialises or corrects the
+        particles. Odometry up to ``t`` must have been passed to :meth:`on_odometry` first.
+        """
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        t = float(t)
+        if not math.isfinite(t):
+            raise InputError(f"frame time must be finite, got {t}")
+        if gps_prior is not None and not isinstance(gps_prior, PositionPrior):
+            raise InputError(f"gps_prior must be a PositionPrior, got {type(gps_prior).__name__}")
+        if self._t is not None and t < self._t:
+            return self._result(t, [], None, f"frame at t={t:.3f} is older than the filter time {self._t:.3f}",
+                                timings, gps_prior, t0)
+        bev = birds_eye(image, self.cfg, intrinsics)
+        timings["bev"] = (time.perf_counter() - t0) * 1e3
+        centre = (gps_prior.lat, gps_prior.lon) if gps_prior is not None else None
+        self._ensure_mosaic(centre)
+        m = self._mosaic
+        problems = []
+        # ---- initialise / propagate
+        t1 = time.perf_counter()
+        if gps_prior is not None:
+            gx, gy = (float(v) for v in geo.transform(gps_prior.lon, gps_prior.lat, geo.WGS84, m.crs))
+            sig = max(self.cfg.gps_sigma_floor_m, gps_prior.radius_m / 2.0)
+        if self.p is None:
+            if gps_prior is not None:
+                self._spread(self.cfg.n_particles_global, (gx, gy), 3 * sig)
+            else:
+                self._spread(self.cfg.n_particles_global)
+                self._global = True
+            self._t = t
+        else:
+            problem = self._propagate(t)
+            if problem:
+                problems.append(problem)
+        timings["propagate"] = (time.perf_counter() - t1) * 1e3
+        # ---- weights
+        t1 = time.perf_counter()
+        logw = np.log(np.maximum(self.w, 1e-300))
+        if gps_prior is not None:
+            d2 = (self.p[:, 0] - gx) ** 2 + (self.p[:, 1] - gy) ** 2
+            if d2.min() > (4 * sig) ** 2:  # the particles lost the car: start over around the fix
+                self._spread(self.cfg.n_particles_global, (gx, gy), 3 * sig)
+                logw = np.log(self.w)
+                d2 = (self.p[:, 0] - gx) ** 2 + (self.p[:, 1] - gy) ** 2
+            logw += -0.5 * d2 / sig**2
+        informative = bev.n >= self.cfg.min_bev_cells
+        ncc = np.zeros(len(self.p), np.float32)
+        if informative:
+            ncc, covfrac = bev_ncc(bev, m, self.p[:, 0], self.p[:, 1], self.p[:, 2])
+            ncc = np.where(covfrac >= 0.5, ncc, 0.0)
+            logw += ncc / self.cfg.ncc_temperature
+        else:
+            problems.append(f"frame shows too little ground ({bev.n} cells)")
+        if self.roads is not None:
+            on = self.roads.lookup(self.p[:, 0], self.p[:, 1], m.crs, self.cfg.road_tolerance_m)
+            logw += np.where(on, 0.0, math.log(max(self.cfg.road_off_weight, 1e-12)))
+        if self.cfg.embed_weight > 0:
+            t2 = time.perf_counter()
+            logw += self._embed_loglik(image)
+            timings["embed"] = (time.perf_counter() - t2) * 1e3
+        logw -= logw.max()
+        w = np.exp(logw)
+        self.w = w / w.sum()
+        timings["weight"] = (time.perf_counter() - t1) * 1e3
+        # ---- modes, evidence, kidnap
+        t1 = time.perf_counter()
+        self._modes = self._find_modes()
+        top = self._modes[0]
+        if informative:
+            z = self._evidence_z(bev, ncc, top)
+            a = self.cfg.z_ema
+            self._z = (1 - a) * self._z + a * z
+        kidnapped = False
+        if self._locked and self._z < self.cfg.kidnap_z:
+            self._low_z += 1
+            if self._low_z >= self.cfg.kidnap_frames and gps_prior is None:
+                kidnapped = True
+        else:
+            self._low_z = 0
+        if kidnapped:
+            self.kidnaps += 1
+            self._spread(self.cfg.n_particles_global)
+            self._global = True
+            self._modes = self._find_modes()
+            problems.append("appearance disagrees with the track for "
+                            f"{self.cfg.kidnap_frames} frames: kidnapped, searching the whole map")
+        # ---- trust
+        top = self._modes[0]
+        on_map = bool(m.covers(np.array([top.x]), np.array([top.y]))[0])
+        tight = top.weight >= self.cfg.trust_mode_weight and top.spread_m <= self.cfg.trust_spread_m
+        self._converged = self._converged + 1 if (tight and not kidnapped) else 0
+        if tight and self._z >= self.cfg.trust_z:
+            self._locked = True
+        reason = ""
+        if kidnapped:
+            reason = problems[-1]
+        elif problems:
+            reason = "; ".join(problems)
+        elif not on_map:
+            reason = "estimate is off the map"
+        elif len(self._modes) > 1 and top.weight < self.cfg.trust_mode_weight:
+            reason = f"multimodal: {len(self._modes)} modes, top holds {top.weight:.2f}"
+        elif top.spread_m > self.cfg.trust_spread_m:
+            reason = f"posterior spread {top.spread_m:.1f} m > {self.cfg.trust_spread_m} m"
+        elif self._z < self.cfg.trust_z:
+            reason = f"appearance evidence z={self._z:.1f} < {self.cfg.trust_z}"
+        elif self._converged < self.cfg.trust_min_frames:
+            reason = f"converging ({self._converged}/{self.cfg.trust_min_frames} frames)"
+        trusted = reason == ""
+        # ---- resample and shrink to the tracking size once converged
+        n_target = self.cfg.n_particles if (self._locked and not self._global) or self._converged else None
+        if self._converged and self._global:
+            self._global = False
+            n_target = self.cfg.n_particles
+        self._resample(n_target)
+        timings["modes"] = (time.perf_counter() - t1) * 1e3
+        hyps = [self._hypothesis(md, reason or "not trusted") for md in self._modes]
+        fix = None
+        if trusted:
+            fix = self._hypothesis(top, "")
+            fix.status = STATUS_TRUSTED
+            fix.filtered = True
+            hyps.insert(0, fix)
+        self.last_reason = reason or "trusted"
+        return self._result(t, hyps, fix, reason, timings, gps_prior, t0)
+
+    # ---------------------------------------------------------------- pieces
+    def _result(self, t, hyps, fix, reason, timings, prior, t0) -> LocalizationResult:
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        if fix is not None:
+            out = FilterOutput(t, True, True, "trusted", fix.lat, fix.lon, fix.cov_en.copy())
+        else:
+            out = FilterOutput(t, False, False, reason or "no fix")
+            self.last_reason = reason or self.last_reason
+        return LocalizationResult(t, hyps, fix, out, timings, prior)
+
+    def _hypothesis(self, md: _Mode, reason: str) -> Hypothesis:
+        lon, lat = geo.transform(md.x, md.y, self._mosaic.crs, geo.WGS84)
+        floor = (self.cfg.bev_res_m / 2.0) ** 2
+        return Hypothesis(
+            tile_id="", similarity=float(md.weight), status=STATUS_RETRIEVED, lat=float(lat), lon=float(lon),
+            alt_m=self.cfg.camera_height_m, heading_deg=md.heading_deg, heading_std_deg=md.heading_std_deg,
+            cov_en=md.cov + floor * np.eye(2), reason=reason, method=f"particle-filter/{self.cfg.modality}",
+            prior_used=False, tile_lat=float(lat), tile_lon=float(lon),
+        )
+
+    def _find_modes(self) -> list[_Mode]:
+        """Weighted mean-shift modes of the particle cloud, heaviest first."""
+        p, w = self.p, self.w
+        rad = self.cfg.mode_radius_m
+        left = np.ones(len(p), bool)
+        modes: list[_Mode] = []
+        while left.any() and len(modes) < self.cfg.max_modes:
+            i = int(np.argmax(np.where(left, w, -1)))
+            cx, cy = p[i, 0], p[i, 1]
+            for _ in range(5):
+                near = left & ((p[:, 0] - cx) ** 2 + (p[:, 1] - cy) ** 2 <= rad**2)
+                ww = w[near]
+                cx, cy = float(np.sum(ww * p[near, 0]) / ww.sum()), float(np.sum(ww * p[near, 1]) / ww.sum())
+            near = left & ((p[:, 0] - cx) ** 2 + (p[:, 1] - cy) ** 2 <= (2 * rad) ** 2)
+            ww = w[near]
+            tot = float(ww.sum())
+            d = p[near, :2] - np.array([cx, cy])
+            cov = (d * (ww / max(tot, 1e-300))[:, None]).T @ d
+            hd, hs = _circ_mean_std(p[near, 2], ww)
+            modes.append(_Mode(cx, cy, tot, cov, hd, hs, near))
+            left &= ~near
+            if tot < 1e-3 and len(modes) > 1:
+                modes.pop()
+                break
+        modes.sort(key=lambda md: -md.weight)
+        return modes
+
+    def _evidence_z(self, bev: BirdsEye, ncc: np.ndarray, top: _Mode) -> float:
+        """How much better the top mode's appearance fits than random road poses (z-score)."""
+        m = self._mosaic
+        k = self.cfg.null_samples
+        h, wd = m.valid.shape
+        xs = m.x0 + self.rng.uniform(0, wd * m.gsd, 4 * k)
+        ys = m.y0 - self.rng.uniform(0, h * m.gsd, 4 * k)
+        ok = self._road_points(4 * k, xs, ys)
+        xs, ys = xs[ok][:k], ys[ok][:k]
+        if len(xs) < 10:
+            return 0.0
+        null, covf = bev_ncc(bev, m, xs, ys, self.rng.uniform(0, 360, len(xs)))
+        null = null[covf >= 0.5]
+        if len(null) < 10:
+            return 0.0
+        ww = self.w[top.members]
+        fit = float(np.sum(ww * ncc[top.members]) / max(ww.sum(), 1e-300))
+        return (fit - float(np.mean(null))) / max(float(np.std(null)), 1e-3)
+
+    def _resample(self, n_target: int | None) -> None:
+        n = len(self.p) if n_target is None else int(n_target)
+        ess = 1.0 / float(np.sum(self.w**2))
+        if n == len(self.p) and ess >= 0.5 * n:
+            return
+        u = (self.rng.uniform() + np.arange(n)) / n
+        idx = np.minimum(np.searchsorted(np.cumsum(self.w), u), len(self.w) - 1)
+        self.p = self.p[idx].copy()
+        self.w = np.full(n, 1.0 / n)
+        for md in self._modes:
+            md.members = md.members[idx]
+
+    def _embed_loglik(self, image: np.ndarray) -> np.ndarray:
+        """Embedding log-likelihood per particle: weight * (cos(frame, crop at the particle's cell) - max)."""
+        cfg = self.cfg
+        q = self.backend.embed([image], cfg.modality)[0]
+        m = self._mosaic
+        cell = cfg.embed_cell_m
+        ci = np.floor(self.p[:, 0] / cell).astype(np.int64)
+        cj = np.floor(self.p[:, 1] / cell).astype(np.int64)
+        keys = set(zip(ci.tolist(), cj.tolist()))
+        todo = [k for k in keys if k not in self._embed_cache]
+        crops, have = [], []
+        for k in todo:
+            c = m.crop((k[0] + 0.5) * cell, (k[1] + 0.5) * cell, GROUND_TILE_M)
+            if c is None:
+                self._embed_cache[k] = None
+            else:
+                crops.append(c)
+                have.append(k)
+        if crops:
+            emb = self.backend.embed(crops, "satellite", batch_size=32)
+            for k, e in zip(have, emb):
+                self._embed_cache[k] = e
+        sims = np.array([float(self._embed_cache[k] @ q) if self._embed_cache.get(k) is not None else np.nan
+                         for k in zip(ci.tolist(), cj.tolist())])
+        if not np.isfinite(sims).any():
+            return np.zeros(len(self.p))
+        sims = np.where(np.isfinite(sims), sims, np.nanmin(sims))
+        return cfg.embed_weight * (sims - sims.max())
