@@ -176,3 +176,79 @@ def test_distorted_lens_is_rectified_before_embedding_and_verification(setup):
     assert max(with_lens) < 3.0, with_lens
     # Ignoring a lens that moves the image corners by ~40 px must not be as good.
     assert sum(as_pinhole) > 2 * sum(with_lens), (as_pinhole, with_lens)
+
+
+# ------------------------------------------------------------------ multi-hypothesis rule (gleam_ros.core.consensus)
+
+
+def test_consensus_rule_both_ways_and_track_disambiguation():
+    from gleam_ros.core.consensus import check_consensus
+
+    lat0, lon0 = 60.45, 22.27
+    lat1, lon1 = offset_latlon(lat0, lon0, 17.0, 0.0)
+    one = np.eye(2)  # each claims sigma = 1 m
+    c = check_consensus([(lat0, lon0, one), (lat1, lon1, one)], ["a", "b"])
+    assert c.best is None and "17.0 m" in c.reason and "no fix" in c.reason
+    assert set(c.conflicts) == {1} and "Mahalanobis" in c.conflicts[1] and "verified hypothesis a" in c.conflicts[1]
+    # agreeing: 1.5 m apart with sigma 1 m each (d2 = 1.1 < 9.21) -> the best one stands
+    lat2, lon2 = offset_latlon(lat0, lon0, 1.0, -1.1)
+    c = check_consensus([(lat0, lon0, one), (lat2, lon2, one)])
+    assert c.best == 0 and not c.conflicts and not c.reason
+    # the same 17 m apart with honest 10 m sigmas do not conflict (d2 = 1.4)
+    assert check_consensus([(lat0, lon0, 100 * one), (lat1, lon1, 100 * one)]).best == 0
+    # a trusted track near b picks b, and says why a was dropped
+    c = check_consensus([(lat0, lon0, one), (lat1, lon1, one)], ["a", "b"], track=(lat1, lon1, 4 * one))
+    assert c.best == 1 and "track" in c.conflicts[0]
+    # a track between both (consistent with neither) leaves the frame without a fix
+    latm, lonm = offset_latlon(lat0, lon0, 8.5, 0.0)
+    assert check_consensus([(lat0, lon0, one), (lat1, lon1, one)], track=(latm, lonm, one)).best is None
+    with pytest.raises(ConfigError, match="gate"):
+        check_consensus([(lat0, lon0, one)], gate=float("nan"))
+
+
+def _two_source_index(world, backend, shift_e_m: float):
+    """Tiles near the centre from the map and from a copy of it misregistered by ``shift_e_m`` metres east."""
+    import dataclasses
+
+    from gleam_ros.core.sim.camera_sim import Photometric
+    from gleam_ros.core.sim.realism import other_source_map
+
+    a = world.satellite_map()
+    b = other_source_map(a, shift_e_m, 0.0, photometric=Photometric(), resample=1.0, patch_amp=0.0)
+    lat0, lon0 = a.center_latlon()
+    spec = TileSpec(size_m=100.0, overlap=0.5, gsd_m=0.25)
+    tiles = []
+    for prefix, m in (("a", a), ("b", b)):
+        for t in iter_tiles(m, spec):
+            if distance_m(t.center_lat, t.center_lon, lat0, lon0) < 40.0:
+                tiles.append(dataclasses.replace(t, tile_id=f"{prefix}_{t.tile_id}"))
+    return TileIndex.build(tiles, backend, progress=False), (lat0, lon0)
+
+
+@pytest.mark.parametrize("shift", [17.0, 0.0])
+def test_localizer_withholds_the_fix_when_verified_hypotheses_disagree(setup, shift):
+    """Two orthophoto sources 17 m apart: both verify with ~0.5 m sigmas -> no fix (the rule triggers); the same
+    sources registered (shift 0) agree -> a fix (it must not trigger)."""
+    world, _, query_map, backend, _ = setup
+    index, (lat0, lon0) = _two_source_index(world, backend, shift)
+    cfg = LocalizerConfig(top_k=index.n_tiles, stop_inliers=100000, filter=_instant_filter())
+    loc = Localizer(backend, index, cfg)
+    pose = Pose(t=0.0, lat=lat0, lon=lon0, alt_m=120, heading_deg=30.0)
+    res = loc.localize(_frame(query_map, pose), t=0.0, intrinsics=INTR, priors=Priors(alt_m=120),
+                       position_prior=PositionPrior(lat0, lon0, 80.0))
+    verified = [h for h in res.hypotheses if h.status == "verified"]
+    srcs = {h.tile_id[0] for h in verified}
+    assert srcs == {"a", "b"}, [(h.tile_id, h.status, h.reason) for h in res.hypotheses]
+    if shift:
+        assert res.fix is None and "disagree" in res.reason
+        assert any("Mahalanobis" in h.reason for h in verified)
+        # with a trusted track at the truth, the registered source's hypothesis is used
+        loc2 = Localizer(backend, index, cfg)
+        for t in (0.0, 0.5):
+            loc2.filter.update(t, lat0, lon0, np.eye(2))
+        res = loc2.localize(_frame(query_map, pose), t=1.0, intrinsics=INTR, priors=Priors(alt_m=120))
+        assert res.fix is not None and res.fix.tile_id.startswith("a_"), res.reason
+        assert distance_m(res.fix.lat, res.fix.lon, lat0, lon0) < 3.0
+    else:
+        assert res.fix is not None and res.reason == ""
+        assert distance_m(res.fix.lat, res.fix.lon, lat0, lon0) < 3.0

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .camera import CameraIntrinsics, Rectifier
+from .consensus import check_consensus
 from .encoder import embed_rotations
 from .errors import ConfigError, InputError
 from .filter import FilterConfig, FilterOutput, FixFilter
@@ -115,6 +116,7 @@ class LocalizationResult:
     prior: PositionPrior | None = None
     best_verification: Verification | None = None
     rectified: np.ndarray | None = None  # the pinhole view used when the frame was undistorted (match points refer to it)
+    reason: str = ""  # why a frame with verified hypotheses has no fix (e.g. they disagree), else ""
 
     @property
     def has_trusted_fix(self) -> bool:
@@ -131,6 +133,7 @@ class LocalizationResult:
             "filter": {"trusted": self.filter.trusted, "accepted": self.filter.accepted,
                        "reason": self.filter.reason} if self.filter else None,
             "prior": asdict(self.prior) if self.prior else None,
+            "reason": self.reason,
             "timings_ms": self.timings_ms,
         })
 
@@ -235,11 +238,12 @@ class Localizer:
         hyps = [self._hypothesis(v, by_id[v.tile_id], prior is not None) for v in verifs]
         tried = {v.tile_id for v in verifs}
         hyps += [self._retrieved(h, prior is not None) for h in hits if h.tile_id not in tried]
-        best = verifs[0] if verifs and verifs[0].ok else None
+        bi, why = self._consensus(verifs, hyps, t)
+        best = verifs[bi] if bi is not None else None
         fix = None
         if best is not None:
             out = self.filter.update(t, best.lat, best.lon, best.cov_en)
-            top = hyps[0]
+            top = hyps[bi]
             top.gated = not out.accepted
             if out.accepted and out.trusted:
                 fix = Hypothesis(
@@ -254,7 +258,26 @@ class Localizer:
         self._last_t = t if self._last_t is None else max(self._last_t, t)
         timings["filter"] = (time.perf_counter() - t1) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return LocalizationResult(t, hyps, fix, out, timings, prior, best, rectified)
+        evidence = best if best is not None or not why else verifs[0]
+        return LocalizationResult(t, hyps, fix, out, timings, prior, evidence, rectified, why)
+
+    def _consensus(self, verifs: list[Verification], hyps: list[Hypothesis], t: float) -> tuple[int | None, str]:
+        """The multi-hypothesis rule (:mod:`gleam_ros.core.consensus`): index of the verification to use as
+        the fix (None: no fix) and, when the frame's verified hypotheses conflict, why. ``hyps[i]`` is the
+        hypothesis of ``verifs[i]``; conflicting ones get the reason."""
+        ok = [i for i, v in enumerate(verifs) if v.ok]
+        if len(ok) < 2:
+            return (ok[0] if ok else None), ""
+        track = None
+        if self.filter.has_trusted_fix:
+            est = self.filter.predict(t)  # (not trusted when t went backwards)
+            if est.trusted and math.isfinite(est.lat):
+                track = (est.lat, est.lon, np.asarray(est.cov_en, float))
+        c = check_consensus([(verifs[i].lat, verifs[i].lon, verifs[i].cov_en) for i in ok],
+                            [verifs[i].tile_id for i in ok], track)
+        for j, r in c.conflicts.items():
+            hyps[ok[j]].reason = r
+        return (ok[c.best] if c.best is not None else None), c.reason
 
     def _nearest_tiles(self, prior: PositionPrior) -> list[SearchHit]:
         """The ``top_k`` tiles nearest the prior centre (tracking mode; no similarity score)."""
