@@ -199,3 +199,58 @@ def test_hard_spec_validates():
     ref = HardSpec(ref_change=0.0, shift_e_m=0.0, shift_n_m=0.0).reference_map(m)
     rgb, _ = ref.sample(*np.meshgrid(np.arange(500010.0, 500050.0), np.arange(6699950.0, 6699990.0)))
     assert np.all(rgb == 100)  # no change asked: none made
+
+
+# ------------------------------------------------------------------ pose fit on the ground plane (gleam_ros.core.plane)
+
+
+def _two_level_scene(roof_h: float = 25.0, roof_share: float = 0.6):
+    """Textured ground and one big flat textured roof ``roof_h`` metres up over the east ``roof_share`` of the
+    centre square (a true orthophoto: the roof texture sits on its footprint)."""
+    import affine
+
+    crs = geo.utm_crs_for(LAT0, LON0)
+    x0, y0 = geo.transform(LON0, LAT0, geo.WGS84, crs)
+    x0, y0 = float(np.floor(x0)), float(np.floor(y0))
+    t = affine.Affine(GSD, 0, x0 - N * GSD / 2, 0, -GSD, y0 + N * GSD / 2)
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 255, (N // 16, N // 16, 3)).astype(np.float32)
+    b = rng.integers(0, 255, (N // 4, N // 4, 3)).astype(np.float32)
+    import cv2
+
+    rgb = 0.6 * cv2.resize(a, (N, N), interpolation=cv2.INTER_NEAREST) + 0.4 * cv2.resize(b, (N, N),
+                                                                                       interpolation=cv2.INTER_NEAREST)
+    rgb = cv2.GaussianBlur(rgb, (0, 0), 0.7).astype(np.uint8)
+    h = np.zeros((N, N), np.float32)
+    half = int(70 / GSD)  # 140 m square around the centre
+    c = N // 2
+    split = c + half - int(2 * half * roof_share)
+    h[c - half:c + half, split:c + half] = roof_h
+    return HeightScene(rgb, h, crs, t), (float(geo.transform(x0, y0, crs, geo.WGS84)[1]),
+                                         float(geo.transform(x0, y0, crs, geo.WGS84)[0]))
+
+
+def test_pose_is_fitted_to_the_ground_plane_when_most_matches_lie_on_a_raised_plane():
+    """60 % of the view is a roof 25 m up (over 100 m altitude): the pose must come from the ground plane's
+    inliers (the height is the height above the ground, the position right) and the split is reported."""
+    from gleam_ros.core.tiles import TileSpec, render_tile
+    from gleam_ros.core.verify import Priors, Verifier, VerifyConfig
+
+    scene, (lat, lon) = _two_level_scene(roof_h=25.0, roof_share=0.6)
+    intr = CameraIntrinsics.from_fov(480, 360, 60.0)
+    pose = Pose(0.0, lat, lon, 100.0, 20.0, pitch_deg=4.0, roll_deg=-3.0)
+    frame, valid = render_parallax(scene, pose, intr)
+    assert valid.all()
+    gm = scene.geomap("ortho")
+    x, y = geo.transform(lon, lat, geo.WGS84, gm.working_crs)
+    tile = render_tile(gm, TileSpec(size_m=120.0, overlap=0.5, gsd_m=0.25), float(x) - 60.0, float(y) + 60.0, "t")
+    v = Verifier(VerifyConfig(max_tilt_deg=30.0)).verify(frame, tile, intr, Priors(alt_m=100.0))
+    assert v.ok, v.reason
+    assert "two planes" in v.plane_note and "25 %" in v.plane_note, v.plane_note
+    assert abs(v.alt_m - 100.0) < 3.0, v.alt_m  # the ground, not the roof (75 m)
+    assert float(geo.distance_m(v.lat, v.lon, lat, lon)) < 1.0
+    # a flat scene has no second plane: no note
+    flat = HeightScene(scene.rgb, np.zeros_like(scene.height), scene.crs, scene.transform)
+    v0 = Verifier(VerifyConfig(max_tilt_deg=30.0)).verify(render_parallax(flat, pose, intr)[0], tile, intr,
+                                                           Priors(alt_m=100.0))
+    assert v0.ok and v0.plane_note == "" and abs(v0.alt_m - 100.0) < 3.0
