@@ -28,7 +28,7 @@ the body conventions of :mod:`gleam_ros.core.camera` (:func:`~gleam_ros.core.cam
 Panorama column ``u`` looks at azimuth ``heading + 360 (u + 0.5) / width - 180`` (the centre column looks
 along the heading), row ``v`` at elevation ``90 - 180 (v + 0.5) / height``.
 
-Run ``python -m gleam_ros.core.sim.street --bench`` for render times on this machine.
+``python tools/bench_street.py`` times both renderers against the UAV frame renderer, side by side.
 """
 
 from __future__ import annotations
@@ -858,53 +858,3 @@ def pose_latlon(world_or_scene, pose: GroundPose) -> tuple[float, float]:
         raise ConfigError(f"pose must be a GroundPose, got {type(pose).__name__}")
     lon, lat = geo.transform(pose.x, pose.y, crs, geo.WGS84)
     return float(lat), float(lon)
-
-
-def _bench(argv: list[str] | None = None) -> int:
-    """Time the renderers on one core-sized procedural world (``--bench``)."""
-    import argparse
-    import time
-
-    from .world import WorldConfig, make_world
-
-    p = argparse.ArgumentParser(prog="python -m gleam_ros.core.sim.street")
-    p.add_argument("--bench", action="store_true", help="time render_ground and render_panorama")
-    p.add_argument("--size", type=float, default=500.0, help="world side, m (default 500)")
-    p.add_argument("--frames", type=int, default=6)
-    p.add_argument("--out", default=None, help="also save the first frame and panorama as JPEGs here")
-    a = p.parse_args(argv)
-    if not a.bench:
-        p.print_help()
-        return 0
-    world = make_world(WorldConfig(seed=3, size_m=a.size))
-    t0 = time.perf_counter()
-    scene = StreetScene.from_world(world)
-    t_scene = time.perf_counter() - t0
-    poses = road_poses(world, a.frames, np.random.default_rng(0))
-    intr = CameraIntrinsics.from_fov(640, 480, 70.0)
-    render_ground(scene, poses[0], intr)  # warm-up
-    t0 = time.perf_counter()
-    frames = [render_ground(scene, ps, intr) for ps in poses]
-    t_g = (time.perf_counter() - t0) / len(poses)
-    t0 = time.perf_counter()
-    panos = [render_panorama(scene, ps, 1024, 512) for ps in poses]
-    t_p = (time.perf_counter() - t0) / len(poses)
-    print(f"world {a.size:.0f} m @ {world.cfg.gsd_m} m/px; scene build {t_scene:.2f} s")
-    print(f"render_ground 640x480 (hfov 70): {t_g * 1000:.0f} ms/frame; render_panorama 1024x512: "
-          f"{t_p * 1000:.0f} ms/frame; ratio {t_p / t_g:.2f}")
-    if a.out:
-        from pathlib import Path
-
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(out / "street_ground.jpg"), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 85])
-        cv2.imwrite(str(out / "street_panorama.jpg"), cv2.cvtColor(panos[0], cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(_bench())
