@@ -113,6 +113,7 @@ def plan_bag(path: str | Path) -> BagPlan:
             "gps": by_role("gps", "/gps/fix", "sensor_msgs/msg/NavSatFix"),
             "altitude": by_role("altitude", "/altitude", "sensor_msgs/msg/Range"),
             "imu": by_role("imu", "/imu", "sensor_msgs/msg/Imu"),
+            "odom": by_role("odom", "/odom", "nav_msgs/msg/Odometry"),
             "gt_fix": "/ground_truth/fix" if types.get("/ground_truth/fix") == "sensor_msgs/msg/NavSatFix" else None,
             "gt_pose": "/ground_truth/pose" if types.get("/ground_truth/pose") == "geometry_msgs/msg/PoseStamped" else None,
         }
@@ -178,15 +179,43 @@ def node_command(cfg: EvalConfig, plan: BagPlan) -> list[str]:
         params["compressed"] = "true"
     params.update(cfg.params)
     args = [sys.executable, "-m", NODE_MODULE, "--ros-args"]
+    vehicle = vehicle_node_setup(plan)
+    if vehicle is not None:  # a drive: the vehicle parameter file first, the bag's modality, then --param
+        args += ["--params-file", str(vehicle[0])]
+        params = {**params, "modality": vehicle[1], **cfg.params}
     for k, v in params.items():
         args += ["-p", f"{k}:={v}"]
     remap = {"camera_info": plan.topics["camera_info"], "gps/fix": plan.topics["gps"],
-             "altitude": plan.topics["altitude"], "imu": plan.topics["imu"]}
+             "altitude": plan.topics["altitude"], "imu": plan.topics["imu"], "odom": plan.topics.get("odom")}
     remap["image/compressed" if plan.compressed else "image"] = plan.topics["image"]
     for k, v in remap.items():
         if v:
             args += ["-r", f"{k}:={v}"]
     return args
+
+
+def config_file(platform: str) -> Path:
+    """config/PLATFORM.yaml of this checkout (or of the colcon install); BagError when there is none."""
+    from .. import ros_env
+
+    cands = [Path(__file__).resolve().parents[2] / "config" / f"{platform}.yaml"]
+    prefix = ros_env.install_prefix()
+    if prefix is not None:
+        cands.append(prefix / "share" / "gleam_ros" / "config" / f"{platform}.yaml")
+    for c in cands:
+        if c.is_file():
+            return c
+    raise BagError(f"no parameter file for platform {platform!r}: looked for {', '.join(map(str, cands))}")
+
+
+def vehicle_node_setup(plan: BagPlan) -> tuple[Path, str] | None:
+    """(config/vehicle.yaml, modality) for a drive bag (``gleam bag simulate --platform vehicle``), else None."""
+    info = plan.info or {}
+    if info.get("platform") != "vehicle":
+        return None
+    if plan.topics.get("odom") is None:
+        raise BagError("the drive bag has no odometry topic (nav_msgs/Odometry): the vehicle localizer needs it")
+    return config_file("vehicle"), str(info.get("modality") or "ground")
 
 
 @dataclass
@@ -452,7 +481,8 @@ def _json_clean(obj):
 def _wait_active(session, player, plan: BagPlan, node: ManagedProcess, hyp_topic: str, timeout: float, log) -> None:
     """Until the node is active: its subscriptions on the bag's camera, camera_info and GPS topics
     are matched and its ~/hypotheses publisher exists (a lifecycle node subscribes in activate)."""
-    need = [t for t in (plan.topics["image"], plan.topics["camera_info"], plan.topics["gps"]) if t]
+    need = [t for t in (plan.topics["image"], plan.topics["camera_info"], plan.topics["gps"], plan.topics.get("odom"))
+            if t]
     end = time.monotonic() + timeout
     while True:
         if not node.alive():

@@ -127,12 +127,10 @@ def _gauss_markov(rng: np.random.Generator, n: int, dt: float, tau: float, sigma
 class _Msgs:
     """Builders of the rosbags message objects of one simulated flight."""
 
-    def __init__(self, spec, sensors: SensorSpec) -> None:
+    def __init__(self, intr, sensors: SensorSpec) -> None:
         self.t = typestore().types
-        self.spec = spec
         self.sensors = sensors
-        intr = spec.intrinsics()
-        self.intr = intr
+        self.intr = intr  # CameraIntrinsics of the camera_info messages (None: no camera_info, e.g. panoramas)
 
     def navsat(self, ns: int, frame_id: str, lat: float, lon: float, alt: float, var_en: float, var_u: float,
                fix: bool = True):
@@ -199,6 +197,34 @@ class _Msgs:
         return t["geometry_msgs/msg/PoseStamped"](header=header(ns, FRAME_IDS["gt_pose"]), pose=pose)
 
 
+def gps_messages(m: _Msgs, sensors: SensorSpec, rng: np.random.Generator, frame: LocalFrame, pt: np.ndarray,
+                 pe: np.ndarray, pn: np.ndarray, pu: np.ndarray, t0_ns: int) -> list[tuple[int, object]]:
+    """(log ns, NavSatFix) of the simulated GPS: truth interpolated at ``gps_rate_hz`` from the track
+    (``pt`` s of flight time; ``pe``/``pn``/``pu`` m ENU in ``frame``) plus Gauss-Markov noise, with the
+    dropout window of ``sensors`` (NO_FIX samples or none). Each sample leads its flight time by
+    :data:`GPS_LEAD_NS`."""
+    dt = 1.0 / sensors.gps_rate_hz
+    tg_ns = np.arange(int(math.floor(pt[-1] * sensors.gps_rate_hz + 1e-6)) + 1, dtype=np.int64) * NS
+    tg_ns = np.round(tg_ns / sensors.gps_rate_hz).astype(np.int64)  # GPS sample times, ns of flight time
+    tg = tg_ns / NS
+    ge, gn, gu = np.interp(tg, pt, pe), np.interp(tg, pt, pn), np.interp(tg, pt, pu)
+    ne = _gauss_markov(rng, len(tg), dt, sensors.gps_tau_s, sensors.gps_noise_m)
+    nn = _gauss_markov(rng, len(tg), dt, sensors.gps_tau_s, sensors.gps_noise_m)
+    nu = _gauss_markov(rng, len(tg), dt, sensors.gps_tau_s, sensors.gps_vertical_noise_m)
+    glat, glon, galt = frame.to_geodetic(ge + ne, gn + nn, gu + nu + sensors.ground_alt_m)
+    glat, glon, galt = np.atleast_1d(glat), np.atleast_1d(glon), np.atleast_1d(galt)
+    var_en, var_u = max(sensors.gps_noise_m, 0.1) ** 2, max(sensors.gps_vertical_noise_m, 0.1) ** 2
+    win = None if sensors.dropout is None else (int(round(sensors.dropout[0] * NS)), int(round(sensors.dropout[1] * NS)))
+    out = []
+    for k, tk_ns in enumerate(tg_ns):
+        ns = t0_ns + int(tk_ns) - GPS_LEAD_NS
+        inside = win is not None and win[0] <= tk_ns <= win[1]
+        if inside and sensors.dropout_mode == "silence":
+            continue
+        out.append((ns, m.navsat(ns, FRAME_IDS["gps"], glat[k], glon[k], galt[k], var_en, var_u, fix=not inside)))
+    return out
+
+
 def flight_description(geomap, spec, sensors: SensorSpec, poses, t0_ns: int) -> dict:
     """The JSON description stored in the bag (``/gleam/flight_info`` and custom_data)."""
     d = sensors.dropout
@@ -237,7 +263,7 @@ def simulate_bag(geomap, spec, out: str | Path, sensors: SensorSpec | None = Non
                           f"({poses[-1].t:.1f} s)")
     t0_ns = int(round(t0_s * NS))
     rng = np.random.default_rng([spec.seed, 0x6A5])
-    m = _Msgs(spec, sensors)
+    m = _Msgs(spec.intrinsics(), sensors)
     info = flight_description(geomap, spec, sensors, poses, t0_ns)
     frame = LocalFrame(poses[0].lat, poses[0].lon, sensors.ground_alt_m)
     pe, pn, _ = frame.to_enu([p.lat for p in poses], [p.lon for p in poses], sensors.ground_alt_m)
@@ -255,25 +281,8 @@ def simulate_bag(geomap, spec, out: str | Path, sensors: SensorSpec | None = Non
 
     add(t0_ns - NS // 10, "flight_info", "std_msgs/msg/String",
         typestore().types["std_msgs/msg/String"](data=json.dumps(info)))
-    dt = 1.0 / sensors.gps_rate_hz
-    tg_ns = np.arange(int(math.floor(pt[-1] * sensors.gps_rate_hz + 1e-6)) + 1, dtype=np.int64) * NS
-    tg_ns = np.round(tg_ns / sensors.gps_rate_hz).astype(np.int64)  # GPS sample times, ns of flight time
-    tg = tg_ns / NS
-    ge, gn, gu = np.interp(tg, pt, pe), np.interp(tg, pt, pn), np.interp(tg, pt, pu)
-    ne = _gauss_markov(rng, len(tg), dt, sensors.gps_tau_s, sensors.gps_noise_m)
-    nn = _gauss_markov(rng, len(tg), dt, sensors.gps_tau_s, sensors.gps_noise_m)
-    nu = _gauss_markov(rng, len(tg), dt, sensors.gps_tau_s, sensors.gps_vertical_noise_m)
-    glat, glon, galt = frame.to_geodetic(ge + ne, gn + nn, gu + nu + sensors.ground_alt_m)
-    glat, glon, galt = np.atleast_1d(glat), np.atleast_1d(glon), np.atleast_1d(galt)
-    var_en, var_u = max(sensors.gps_noise_m, 0.1) ** 2, max(sensors.gps_vertical_noise_m, 0.1) ** 2
-    win = None if sensors.dropout is None else (int(round(sensors.dropout[0] * NS)), int(round(sensors.dropout[1] * NS)))
-    for k, tk_ns in enumerate(tg_ns):
-        ns = t0_ns + int(tk_ns) - GPS_LEAD_NS
-        inside = win is not None and win[0] <= tk_ns <= win[1]
-        if inside and sensors.dropout_mode == "silence":
-            continue
-        add(ns, "gps", "sensor_msgs/msg/NavSatFix",
-            m.navsat(ns, FRAME_IDS["gps"], glat[k], glon[k], galt[k], var_en, var_u, fix=not inside))
+    for ns, msg in gps_messages(m, sensors, rng, frame, pt, pe, pn, pu, t0_ns):
+        add(ns, "gps", "sensor_msgs/msg/NavSatFix", msg)
     for i, p in enumerate(poses):
         ns = t0_ns + int(round(p.t * NS))
         a_ns, i_ns = ns - 15 * NS // 1000, ns - 10 * NS // 1000

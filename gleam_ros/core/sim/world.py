@@ -1308,3 +1308,16 @@ def write_world(cfg: WorldConfig | World, out_dir: str | Path) -> dict[str, Path
     cpath.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     paths["config"] = cpath
     return paths
+
+
+def load_world(folder: str | Path) -> World:
+    """The World a ``gleam world`` folder was written from, regenerated from its ``world.json`` config
+    (generation is deterministic). ConfigError names the folder when it holds no usable world.json."""
+    meta = Path(folder) / "world.json"
+    if not meta.is_file():
+        raise ConfigError(f"{folder} is not a folder written by `gleam world` (no {meta})")
+    try:
+        cfg = WorldConfig(**json.loads(meta.read_text(encoding="utf-8"))["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{meta} holds no usable world config: {exc}") from None
+    return make_world(cfg)
