@@ -39,8 +39,7 @@ from ..maps import _remap_points
 from .camera_sim import Photometric, Pose, SimFrame, _check_intr, _check_rgb, apply_photometric, render_view
 
 _MAX_RANGE_FACTOR = 20.0  # as camera_sim: rays landing farther than this many altitudes away are invalid
-_FACADE_SHADE = 0.55  # walls are lit obliquely: the column's top-down colour, darkened
-_FLOOR_M = 3.0  # storey height of the window bands on facades
+_FACADE_SHADE = 0.55  # sides without facade colours (tree crowns): the column's top-down colour, darkened
 
 
 def _finite(name: str, v: object, lo: float | None = None, hi: float | None = None) -> float:
@@ -92,16 +91,17 @@ class HeightScene:
     """A top-down colour image with a height field on one north-up grid (a true orthophoto + nDSM).
 
     ``rgb`` (H, W, 3) uint8; ``height`` (H, W) metres above the flat ground (0 = ground); ``crs`` a projected
-    metric CRS and ``transform`` the GDAL affine of pixel corners (as :class:`.world.World`). ``building``
-    (optional, (H, W) bool) marks columns that are buildings: their facades get storey bands (tree crowns
-    and other raised columns only the side shading).
+    metric CRS and ``transform`` the GDAL affine of pixel corners (as :class:`.world.World`). ``street``
+    (optional): the :class:`.street.StreetScene` of the same grid, whose facade colours (storeys, windows,
+    sun shading) building walls take; without it, and for tree crowns, a side shows its column's top-down
+    colour in shade.
     """
 
     rgb: np.ndarray
     height: np.ndarray
     crs: object
     transform: affine.Affine
-    building: np.ndarray | None = None
+    street: object | None = None
 
     def __post_init__(self) -> None:
         rgb = _check_rgb(self.rgb)
@@ -116,14 +116,17 @@ class HeightScene:
         object.__setattr__(self, "transform", t)
         object.__setattr__(self, "crs", geo.parse_crs(self.crs, "HeightScene CRS"))
         object.__setattr__(self, "height", h.astype(np.float32, copy=False))
-        if self.building is not None and np.shape(self.building) != h.shape:
-            raise InputError(f"HeightScene building mask is {np.shape(self.building)}, height is {h.shape}")
+        if self.street is not None and np.shape(self.street.building_id) != h.shape:
+            raise InputError(f"HeightScene street scene grid is {np.shape(self.street.building_id)}, height is {h.shape}")
 
     @classmethod
     def from_world(cls, world, season: str | None = None, seed: int | None = None) -> HeightScene:
-        """The world's height layer with its satellite render, or a ``World.variant`` of it (season / seed)."""
-        rgb = world.satellite if season is None and seed is None else world.variant(season=season, seed=seed)
-        return cls(rgb, world.layers["height"], world.crs, world.transform, world.layers["building_id"] > 0)
+        """The world in ``season`` / appearance ``seed`` (default: its own): the street renderer's scene
+        (:meth:`.street.StreetScene.from_world`: the season's top-down colours, heights, facade colours)."""
+        from .street import StreetScene
+
+        st = StreetScene.from_world(world, season=season, appearance_seed=seed)
+        return cls(st.top_rgb, st.height, st.crs, st.transform, st)
 
     @property
     def gsd_m(self) -> float:
@@ -243,13 +246,21 @@ def render_parallax(scene: HeightScene, pose: Pose, intr: CameraIntrinsics, step
                                 (rows[sel] + 0.5) / f - 0.5)
         out[sel] = vals
         img = cv2.pyrDown(img)
-    band = (np.mod(zhit, _FLOOR_M) > 0.45 * _FLOOR_M) & (np.mod(zhit, _FLOOR_M) < 0.8 * _FLOOR_M)
-    if scene.building is not None:
-        ci = np.clip(np.round(cols).astype(np.int64), 0, nx - 1)
-        ri = np.clip(np.round(rows).astype(np.int64), 0, ny - 1)
-        band &= np.asarray(scene.building)[ri, ci]
-    shade = np.where(facade, _FACADE_SHADE * np.where(band, 0.6, 1.0), 1.0)
-    out *= shade[:, None]
+    out[facade] *= _FACADE_SHADE
+    if scene.street is not None and facade.any():
+        from .street import _facade  # one definition of facade colours: the street-level renderer's
+
+        fi = np.flatnonzero(facade)
+        ci = np.clip(np.floor(cols[fi] + 0.5).astype(np.int64), 0, nx - 1)
+        ri = np.clip(np.floor(rows[fi] + 0.5).astype(np.int64), 0, ny - 1)
+        bid = np.asarray(scene.street.building_id)[ri, ci]
+        wall = bid > 0
+        if wall.any():
+            t = scene.transform
+            x = t.c + (cols[fi][wall] + 0.5) * t.a
+            y = t.f + (rows[fi][wall] + 0.5) * t.e
+            col = _facade(scene.street, bid[wall], x, y, zhit[fi][wall], hmap[ri[wall], ci[wall]].astype(np.float64))
+            out[fi[wall]] = np.asarray(col, np.float32) * np.float32(255.0)
     out[~good] = 0.0
     rgb = np.clip(out + 0.5, 0, 255).astype(np.uint8).reshape(intr.height, intr.width, 3)
     return rgb, good.reshape(intr.height, intr.width)
