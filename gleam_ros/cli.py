@@ -134,8 +134,9 @@ def _add_bag_parsers(sub) -> None:
                                         "altimeter, IMU, ground truth)")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--map", default=None, help="map to fly over (any format `index build` reads)")
-    src.add_argument("--world", type=int, default=None, metavar="SEED",
-                     help="fly over the procedural world of this seed (as `gleam world --seed SEED`)")
+    src.add_argument("--world", default=None, metavar="SEED|DIR",
+                     help="the procedural world of this seed (as `gleam world --seed SEED`), or a world folder "
+                          "written by `gleam world` (its world.json)")
     s.add_argument("--world-size", type=float, default=800.0, help="side of the --world, metres (default 800)")
     s.add_argument("--world-season", default=None,
                    help="render the --world in this season (as `gleam world --variant-season`); default: as satellite.tif")
@@ -159,6 +160,7 @@ def _add_bag_parsers(sub) -> None:
                    help="write /camera/image_raw/compressed (JPEG CompressedImage) instead of raw rgb8")
     s.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality with --compressed (default 90)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_vehicle_bag_args(s)
 
     r = bag.add_parser("replay", help="publish a bag's messages (raw CDR) at recorded timing")
     r.add_argument("bag", help="rosbag2 directory, .mcap or .db3 file")
@@ -197,6 +199,18 @@ def _add_bag_parsers(sub) -> None:
     e.add_argument("--domain-id", type=int, default=None,
                    help="ROS domain of the node graph (default: $ROS_DOMAIN_ID, else one picked per process)")
     _add_backend_args(e)
+
+
+def _add_vehicle_bag_args(s: argparse.ArgumentParser) -> None:
+    """`gleam bag simulate --platform vehicle`: a car driving the --world's roads (street-level camera, odometry)."""
+    s.add_argument("--platform", choices=("uav", "vehicle"), default="uav",
+                   help="uav: a flight over --map/--world (default); vehicle: a drive on the --world's roads "
+                        "(--frames at --fps, --speed m/s), frames in --world-season (default autumn), /odom")
+    s.add_argument("--modality", choices=("ground", "panorama"), default="ground",
+                   help="vehicle camera: forward pinhole (--width/--height/--hfov) or 360° panorama (--width x width/2)")
+    s.add_argument("--odom-rate", type=float, default=20.0, help="vehicle odometry rate, Hz (default 20)")
+    s.add_argument("--kidnap-at", type=float, default=None, metavar="S",
+                   help="vehicle: teleport the car to another road at S seconds (odometry does not see it)")
 
 
 # --------------------------------------------------------------------------------------------- commands
