@@ -178,7 +178,9 @@ def test_make_default_ships_only_if_better(tmp_path, data, full_run, monkeypatch
     assert not bench_recall.compare(r)[1]["ck"]["better_everywhere"]
     cfg = tiny_config(full_run.parent / "full", data, PHASES)  # the finished run: training resumes to "done" at once
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    monkeypatch.setattr(make_default, "bench_sets", lambda *a, **k: [])
+    kinds = {"bench/w/uav->satellite": "ground", "bench/m/uav->satellite": "uav-real"}
+    monkeypatch.setattr(make_default, "bench_sets", lambda *a, **k: ([], kinds))
+    kinds_p = {**kinds, "bench/w/uav->satellite": "panorama"}
     for gain, shipped in ((-0.05, False), (0.05, True)):
         def fake_bench(cks, sets, device, g=gain):
             r = _fake_results(g)
@@ -188,6 +190,21 @@ def test_make_default_ships_only_if_better(tmp_path, data, full_run, monkeypatch
         ship = tmp_path / f"ship{gain}"
         assert make_default.main(["--config", str(tmp_path / "c.yaml"), "--ship", str(ship)]) == 0
         dec = json.loads((full_run / "decision.json").read_text())
-        assert dec["better_than_imagenet_everywhere"] is shipped
+        assert dec["gate"]["passed"] is False  # no panorama set benchmarked: the gate never passes on missing evidence
+        assert dec["shipped_to"] is None and not ship.exists()
+        monkeypatch.setattr(make_default, "bench_sets", lambda *a, **k: ([], {**kinds_p, "bench/x/uav->satellite": "ground"}))
+
+        def fake_bench2(cks, sets, device, g=gain):
+            r = fake_bench(cks, sets, device, g)
+            for m in r.values():
+                m["results"]["bench/x/uav->satellite"] = dict(m["results"]["bench/w/uav->satellite"])
+            return r
+        monkeypatch.setattr(make_default, "run_bench", fake_bench2)
+        assert make_default.main(["--config", str(tmp_path / "c.yaml"), "--ship", str(ship)]) == 0
+        dec = json.loads((full_run / "decision.json").read_text())
+        assert dec["gate"]["passed"] is shipped
         assert (dec["shipped_to"] == str(ship)) is shipped and ship.exists() is shipped
+        monkeypatch.setattr(make_default, "bench_sets", lambda *a, **k: ([], kinds))
     load_checkpoint(tmp_path / "ship0.05")
+    assert json.loads((tmp_path / "ship0.05" / "decision.json").read_text())["gate"]["passed"] is True
+    assert "fingerprint" in (tmp_path / "ship0.05" / "card.md").read_text()

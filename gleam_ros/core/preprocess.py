@@ -25,6 +25,7 @@ __all__ = [
     "MODALITIES",
     "PreprocessConfig",
     "check_image",
+    "panorama_north_up",
     "prepare",
     "preprocess_batch",
     "rotated_square",
@@ -186,6 +187,27 @@ def prepare(img: Any, modality: str, cfg: PreprocessConfig | None = None, name: 
     x -= np.asarray(cfg.mean, dtype=np.float32)
     x /= np.asarray(cfg.std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def panorama_north_up(pano: Any, heading_deg: float, name: str = "panorama") -> np.ndarray:
+    """Roll an equirectangular panorama so that its centre column looks north (CVUSA / VIGOR alignment).
+
+    ``pano``'s centre column looks along ``heading_deg`` (clockwise from north) and its columns span 360
+    degrees of azimuth left to right, so column ``c`` looks at ``heading + (c - W / 2) * 360 / W``. The
+    result is ``pano`` rolled right by ``round(heading * W / 360)`` columns: its centre column looks north,
+    east lies a quarter width to the right. Training pairs and the vehicle localizer both align panoramas
+    with this one function before :func:`prepare`, matching them against north-up satellite crops.
+    A non-finite heading raises :class:`InputError` naming ``heading_deg``; bad images name ``name``.
+    """
+    rgb = check_image(pano, name)
+    try:
+        h = float(heading_deg)
+    except (TypeError, ValueError):
+        raise InputError(f"heading_deg: expected a number of degrees, got {heading_deg!r}") from None
+    if not math.isfinite(h):
+        raise InputError(f"heading_deg: must be finite, got {heading_deg!r}")
+    w = rgb.shape[1]
+    return np.ascontiguousarray(np.roll(rgb, int(round((h % 360.0) * w / 360.0)) % w, axis=1))
 
 
 def preprocess_batch(images: Sequence[Any], modality: str, cfg: PreprocessConfig | None = None) -> np.ndarray:
