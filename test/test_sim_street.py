@@ -147,6 +147,14 @@ def test_panorama_column_maps_to_azimuth():
     cols2 = np.flatnonzero((lay2.kind == KIND_WALL).any(axis=0))
     assert (cols2[0] + cols2[-1]) / 2 == pytest.approx(W / 2 - 0.5, abs=1.0)
     assert render_panorama(scene, GroundPose(x, y, heading_deg=hd, height_m=c), W, Hh).shape == (Hh, W, 3)
+    # a panorama camera pitched up by p sees the box's top edge p degrees lower, in its own frame
+    u0 = W // 2
+    t0 = _ray_box(az_c + 360.0 * (u0 + 0.5) / W - 180.0, box)
+    el0 = math.degrees(math.atan2(20.0 - c, t0))
+    for pitch in (0.0, 10.0):
+        lay3 = panorama_layers(scene, GroundPose(x, y, heading_deg=az_c, height_m=c, pitch_deg=pitch), W, Hh)
+        v = (90.0 - (el0 - pitch)) / 180.0 * Hh - 0.5
+        assert _first_row(lay3.kind[:, u0] == KIND_WALL) == pytest.approx(v + 0.5, abs=1.0), pitch
 
 
 def _row_where_depth_passes(depth_col, dist):

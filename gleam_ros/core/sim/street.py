@@ -388,15 +388,10 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
     Hs, Ws = scene.shape
     t = scene.transform
 
-    def cells(dist):  # (.., W) distances -> nearest cell indices and inside mask
-        px, py = x0 + dist * sa, y0 + dist * ca
-        cj = np.floor((px - t.c) / t.a).astype(np.int64)
-        ci = np.floor((py - t.f) / t.e).astype(np.int64)
-        inside = (cj >= 0) & (cj < Ws) & (ci >= 0) & (ci < Hs)
-        return np.clip(ci, 0, Hs - 1), np.clip(cj, 0, Ws - 1), inside
-
     D = np.broadcast_to(d[:, None], (S, W))
-    ci, cj, inside = cells(D)
+    fx_, fy_ = (x0 + D * sa - t.c) / t.a, (y0 + D * ca - t.f) / t.e
+    inside = (fx_ >= 0) & (fx_ < Ws) & (fy_ >= 0) & (fy_ < Hs)
+    ci, cj = _cell(y0 + D * ca, x0 + D * sa, t, Hs, Ws)
     # once a column leaves the (convex) world it stays out
     inside = np.logical_and.accumulate(inside, axis=0)
     h = np.where(inside, scene.height[ci, cj], np.float32(0)).astype(np.float64)
@@ -413,14 +408,12 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
         sa_k, ca_k = sa[us], ca[us]
         for _ in range(8):
             mid = 0.5 * (lo + hi)
-            mj = np.clip(np.floor((x0 + mid * sa_k - t.c) / t.a).astype(np.int64), 0, Ws - 1)
-            mi = np.clip(np.floor((y0 + mid * ca_k - t.f) / t.e).astype(np.int64), 0, Hs - 1)
+            mi, mj = _cell(y0 + mid * ca_k, x0 + mid * sa_k, t, Hs, Ws)
             up = scene.height[mi, mj] > hp + 1e-3
             hi = np.where(up, mid, hi)
             lo = np.where(up, lo, mid)
         d_wall[ks, us] = hi
-        mj = np.clip(np.floor((x0 + hi * sa_k - t.c) / t.a).astype(np.int64), 0, Ws - 1)
-        mi = np.clip(np.floor((y0 + hi * ca_k - t.f) / t.e).astype(np.int64), 0, Hs - 1)
+        mi, mj = _cell(y0 + hi * ca_k, x0 + hi * sa_k, t, Hs, Ws)
         h_wall[ks, us] = np.maximum(scene.height[mi, mj], hp + 1e-3)
     neg_inf = -np.inf
     e_wall = np.where(rise, np.degrees(np.arctan2(h_wall - c, d_wall)), neg_inf)
@@ -457,13 +450,13 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
         hh = h[k, u]
         dist = np.clip((c - hh) / np.maximum(-te, 1e-9), d[k], d_next[k, 0])
         px, py = x0 + dist * sa[u], y0 + dist * ca[u]
-        col = _sample_rgb(scene.top_rgb, (px - t.c) / t.a - 0.5, (py - t.f) / t.e - 0.5)
+        col = _sample(scene.top_rgb, (px - t.c) / t.a - 0.5, (py - t.f) / t.e - 0.5)
         # fine grain (asphalt, grass blades) where the orthophoto's pixels are larger than the image's
         near = np.flatnonzero(dist < 25.0)
         if len(near):
             g = scene._grain
             n = g.shape[0]
-            grain = _remap_big(g, (px[near] / 0.04) % n, (py[near] / 0.04) % n) - np.float32(0.5)
+            grain = _sample(g, (px[near] / 0.04) % n, (py[near] / 0.04) % n, cv2.BORDER_WRAP) - np.float32(0.5)
             amp = np.float32(0.22) * (np.float32(1) - dist[near].astype(np.float32) / np.float32(25.0))
             col[near] *= (np.float32(1) + amp * grain)[:, None]
         rgb[idx] = _haze(col, dist, horizon_c, vis)
@@ -530,7 +523,7 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
     bid, tid = scene.building_id[wi, wj], scene.tree_id[wi, wj]
     col = np.zeros((len(dw), 3), np.float32)
     kind = np.full(len(dw), KIND_OTHER, np.uint8)
-    top = _sample_rgb(scene.top_rgb, (x0 + inner * sa - t.c) / t.a - 0.5, (y0 + inner * ca - t.f) / t.e - 0.5)
+    top = _sample(scene.top_rgb, (x0 + inner * sa - t.c) / t.a - 0.5, (y0 + inner * ca - t.f) / t.e - 0.5)
     wall = (bid > 0) & (hprev <= 0)
     if wall.any():
         col[wall] = _facade(scene, bid[wall], x0 + dw[wall] * sa[wall], y0 + dw[wall] * ca[wall], z[wall], htop[wall])
@@ -546,7 +539,7 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
         lateral = np.arctan2(rx, ry) * np.hypot(rx, ry) + 7.3 * ti
         g = scene._grain
         n = g.shape[0]
-        leaf = _remap_big(g, (lateral / 0.08) % n, (zt / 0.08) % n)
+        leaf = _sample(g, (lateral / 0.08) % n, (zt / 0.08) % n, cv2.BORDER_WRAP)
         zr = np.clip(zt / np.maximum(ht, 1e-3), 0, 1).astype(np.float32)
         base = np.float32(0.5) * (top[tree] + scene._tree_rgb[ti])
         ct = base * ((np.float32(0.55) + np.float32(0.35) * zr) * (np.float32(0.6) + np.float32(0.8) * leaf))[:, None]
@@ -566,18 +559,20 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
     return col, dw.astype(np.float32), kind
 
 
-def _sample_rgb(img: np.ndarray, col: np.ndarray, row: np.ndarray) -> np.ndarray:
-    """Bilinear colour (N, 3) float32 0..1 of ``img`` at pixel-centre coordinates (col, row)."""
-    if len(col) == 0:
-        return np.zeros((0, 3), np.float32)
+def _sample(img: np.ndarray, col, row, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+    """Bilinear samples of ``img`` at pixel-centre coordinates (col, row): (N, 3) float32 0..1 for a uint8 RGB
+    image, (N,) float32 for a single-channel float image."""
     mx = np.asarray(col, np.float32).reshape(1, -1)
     my = np.asarray(row, np.float32).reshape(1, -1)
     n = mx.shape[1]
-    out = np.empty((n, 3), np.float32)
+    rgb = img.ndim == 3
+    out = np.empty((n, 3) if rgb else n, np.float32)
     step = 30000  # cv2.remap maps are limited to SHRT_MAX columns
     for s in range(0, n, step):
-        seg = cv2.remap(img, mx[:, s:s + step], my[:, s:s + step], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        out[s:s + step] = seg.reshape(-1, 3).astype(np.float32) / np.float32(255.0)
+        seg = cv2.remap(img, mx[:, s:s + step], my[:, s:s + step], cv2.INTER_LINEAR, borderMode=border)
+        out[s:s + step] = seg.reshape(-1, 3) if rgb else seg.reshape(-1)
+    if rgb:
+        out *= np.float32(1.0 / 255.0)
     return out
 
 
@@ -621,23 +616,12 @@ def _sky(scene: StreetScene, az: np.ndarray, el: np.ndarray, horizon, zenith, co
     n = scene._sky_noise.shape[0]
     cu = (r * np.sin(az) / 3000.0 * n) % n
     cv_ = (r * np.cos(az) / 3000.0 * n) % n
-    noise = _remap_big(scene._sky_noise, cu, cv_)
+    noise = _sample(scene._sky_noise, cu, cv_, cv2.BORDER_WRAP)
     noise = noise.reshape(-1)
     cloud = np.clip((noise - (1 - cover)) / 0.25, 0, 1).astype(np.float32)[:, None]
     cloud *= np.clip(el / 4.0, 0, 1).astype(np.float32)[:, None]
     white = np.array((0.93, 0.93, 0.94), np.float32) * (np.float32(0.8) + np.float32(0.2) * t)
     return col * (1 - cloud * 0.85) + white * cloud * 0.85
-
-
-def _remap_big(img: np.ndarray, cu: np.ndarray, cv_: np.ndarray) -> np.ndarray:
-    """Bilinear samples of a single-channel periodic ``img`` at (cu, cv_) (wrapping at the borders)."""
-    out = np.empty(len(cu), np.float32)
-    step = 30000
-    for s in range(0, len(cu), step):
-        out[s:s + step] = cv2.remap(img, cu[s:s + step].astype(np.float32).reshape(1, -1),
-                                    cv_[s:s + step].astype(np.float32).reshape(1, -1), cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_WRAP).reshape(-1)
-    return out
 
 
 def _check_scene(scene) -> StreetScene:
