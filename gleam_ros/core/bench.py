@@ -78,6 +78,7 @@ class BenchConfig:
     top_k_recall: int = 5
     finetuned: str | None = None  # checkpoint directory of a fine-tuned encoder
     seed: int = 0
+    verify_features: str = "sift"  # VerifyConfig.features of every verifying method
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -206,7 +207,7 @@ def run_scene(scene: Scene, cfg: BenchConfig, torch_b, onnx_b, ft_b, out: Path, 
     from .index import TileIndex
     from .localizer import Localizer, LocalizerConfig
     from .tiles import TileSpec, iter_tiles, tile_grid
-    from .verify import Verifier
+    from .verify import Verifier, VerifyConfig
 
     out.mkdir(parents=True, exist_ok=True)
     spec = TileSpec(size_m=cfg.tile_size_m, overlap=cfg.overlap, gsd_m=cfg.tile_gsd_m, min_valid=cfg.min_valid)
@@ -225,7 +226,7 @@ def run_scene(scene: Scene, cfg: BenchConfig, torch_b, onnx_b, ft_b, out: Path, 
     log(f"[{scene.name}] flight: {len(flight)} frames rendered")
 
     fp = _Footprints(index)
-    loc = Localizer(torch_b, index, LocalizerConfig())
+    loc = Localizer(torch_b, index, LocalizerConfig(verify=VerifyConfig(features=cfg.verify_features)))
     base_verifier = Verifier(loc.cfg.verify)
     rng_alt = np.random.default_rng(cfg.seed)
     rng_prior = np.random.default_rng(cfg.seed + 1)
@@ -526,7 +527,8 @@ def _safe(name: str) -> str:
 def config_from_args(a) -> BenchConfig:
     """A :class:`BenchConfig` from the options of ``gleam bench run``."""
     kw = {"map_path": a.map, "world": not a.no_world, "radius_m": a.radius, "prior_noise_m": a.prior_noise,
-          "finetuned": a.finetuned, "world_seed": a.world_seed, "flight_seed": a.seed}
+          "finetuned": a.finetuned, "world_seed": a.world_seed, "flight_seed": a.seed,
+          "verify_features": getattr(a, "verify_features", "sift")}
     if a.frames is not None:
         kw["frames"] = a.frames
     if a.world_size is not None:

@@ -230,7 +230,8 @@ class Localizer:
 
         t1 = time.perf_counter()
         tiles = [self.index.tile(h.tile_idx) for h in hits]
-        verifs = self.verifier.verify_candidates(rgb, tiles, intr, priors, stop_inliers=self.cfg.stop_inliers)
+        verifs = self.verifier.verify_candidates(rgb, tiles, intr, priors, stop_inliers=self.cfg.stop_inliers,
+                                                 yaw_hints_deg=self._yaw_hints(hits, queries))
         timings["verify"] = (time.perf_counter() - t1) * 1e3
 
         t1 = time.perf_counter()
@@ -278,6 +279,17 @@ class Localizer:
         for j, r in c.conflicts.items():
             hyps[ok[j]].reason = r
         return (ok[c.best] if c.best is not None else None), c.reason
+
+    def _yaw_hints(self, hits: list[SearchHit], queries) -> list[float | None] | None:
+        """Heading hypothesis per candidate from the retrieval's best rotation (for learned verifier features).
+
+        Row ``k`` of :func:`embed_rotations` is the frame turned ``k * 360 / n`` deg counter-clockwise; the
+        row that matched a north-up tile best says the frame's image-up points ``-k * 360 / n`` deg from north.
+        """
+        n = self.cfg.n_rotations
+        if queries is None or n <= 1 or self.cfg.modality not in ("uav", "satellite", "map") or len(queries) != n:
+            return None
+        return [(-h.rotation * 360.0 / n) % 360.0 if h.rotation >= 0 else None for h in hits]
 
     def _nearest_tiles(self, prior: PositionPrior) -> list[SearchHit]:
         """The ``top_k`` tiles nearest the prior centre (tracking mode; no similarity score)."""

