@@ -213,6 +213,9 @@ class StreetScene:
         self._grain = _tileable_noise(np.random.default_rng([self.appearance_seed, 904]), 256, (128, 32, 4, 1))
         self._tree_xy = _centres(self.tree_id, transform)
         self._tree_rgb = _mean_colours(self.tree_id, self.top_rgb)
+        self._pyramid = [self.top_rgb]
+        while len(self._pyramid) < 6 and min(self._pyramid[-1].shape[:2]) >= 32:
+            self._pyramid.append(cv2.pyrDown(self._pyramid[-1]))
 
     @classmethod
     def from_world(cls, world, season: str | None = None, appearance_seed: int | None = None) -> "StreetScene":
@@ -382,6 +385,7 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
     d_max = math.hypot(max(x0 - xmin, xmax - x0), max(y0 - ymin, ymax - y0)) + scene.gsd
     d = _march_distances(scene.gsd, d_max)  # (S,)
     az = np.radians(np.asarray(az_deg, np.float64))
+    pix_rad = float(abs(az[1] - az[0])) if len(az) > 1 else 1e-3  # angular pixel pitch
     sa, ca = np.sin(az), np.cos(az)
     el = np.asarray(el_deg, np.float64)
     R, W, S = len(el), len(az), len(d)
@@ -450,7 +454,10 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
         hh = h[k, u]
         dist = np.clip((c - hh) / np.maximum(-te, 1e-9), d[k], d_next[k, 0])
         px, py = x0 + dist * sa[u], y0 + dist * ca[u]
-        col = _sample(scene.top_rgb, (px - t.c) / t.a - 0.5, (py - t.f) / t.e - 0.5)
+        # texels per image pixel (geometric mean of the footprint across and along the ray): pick the
+        # orthophoto's pyramid level that matches, so far fields and markings do not alias
+        foot = dist * pix_rad / scene.gsd / np.sqrt(np.maximum(-te / np.sqrt(1 + te * te), 0.02))
+        col = _sample_mip(scene._pyramid, (px - t.c) / t.a, (py - t.f) / t.e, foot)
         # fine grain (asphalt, grass blades) where the orthophoto's pixels are larger than the image's
         near = np.flatnonzero(dist < 25.0)
         if len(near):
@@ -491,6 +498,18 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
     out = cv2.convertScaleAbs(rgb.reshape(R, W, 3), alpha=255.0)
     depth, kind = depth.reshape(R, W), kind.reshape(R, W)
     return StreetLayers(out, depth, kind)
+
+
+def _sample_mip(pyramid: list[np.ndarray], x: np.ndarray, y: np.ndarray, foot: np.ndarray) -> np.ndarray:
+    """Colours (N, 3) at level-0 continuous pixel coordinates (x, y) (corners at integers), each from the
+    pyramid level whose texel matches its footprint ``foot`` (level-0 texels per image pixel)."""
+    level = np.clip(np.floor(np.log2(np.maximum(foot, 1.0))), 0, len(pyramid) - 1).astype(np.int64)
+    out = np.empty((len(x), 3), np.float32)
+    for lv in np.unique(level):
+        m = np.flatnonzero(level == lv)
+        k = float(2 ** int(lv))
+        out[m] = _sample(pyramid[int(lv)], x[m] / k - 0.5, y[m] / k - 0.5)
+    return out
 
 
 def _haze(col: np.ndarray, dist: np.ndarray, horizon, vis: float) -> np.ndarray:
