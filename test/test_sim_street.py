@@ -196,6 +196,33 @@ def world():
     return make_world(WorldConfig(seed=5, size_m=240.0, gsd_m=0.4))
 
 
+def test_free_standing_tree_shows_what_is_behind_under_its_crown():
+    x, y = CAM
+    scene = _scene([_box_north(30.0, 8.0, 8.0)])  # a building 30 m north
+    rr, cc = np.mgrid[0:SIDE, 0:SIDE]
+    px, py = E0 + (cc + 0.5) * GSD, N0 - (rr + 0.5) * GSD
+    crown = np.hypot(px - x, py - (y + 15.0)) < 3.0  # a tree 15 m north, crown radius 3 m, 10 m high
+    tree_id = np.where(crown, 1, 0).astype(np.int32)
+    height = np.where(crown, np.float32(10.0), scene.height)
+    lay = {}
+    for ground in ("grass", "forest"):
+        label = scene.label.copy()
+        label[crown] = CLASSES[ground]
+        sc = StreetScene(height, label, scene.top_rgb, scene.transform, CRS, building_id=scene.building_id,
+                         tree_id=tree_id)
+        lay[ground] = ground_layers(sc, GroundPose(x, y, 0.0, 1.6), INTR)
+    u = int(round(INTR.cx + INTR.fx * 1.5 / 15.0))  # 1.5 m beside the trunk
+    free, forest = lay["grass"].kind[:, u], lay["forest"].kind[:, u]
+    assert (free == KIND_CROWN).any() and (forest == KIND_CROWN).any()
+    # the free-standing tree: the building shows under the crown, at its own distance
+    below = np.flatnonzero(free == KIND_WALL)
+    assert len(below) > 10 and below.min() > np.flatnonzero(free == KIND_CROWN).min()
+    assert lay["grass"].depth_m[below, u].min() > 29.0
+    # the trunk stays in front (centre column), and a forest tree keeps its undergrowth: no building behind it
+    assert (lay["grass"].kind[:, 320] == KIND_CROWN).sum() > (free == KIND_CROWN).sum()
+    assert not (forest == KIND_WALL).any()
+
+
 def test_seasons_differ_in_colour_not_geometry(world):
     rng = np.random.default_rng(1)
     pose = road_poses(world, 1, rng)[0]

@@ -15,11 +15,14 @@ top surface up to the next step when it lies below the camera. A pixel row takes
 cumulative elevation reaches it; then each pixel is shaded exactly: ground and roof pixels by intersecting
 the pixel's own ray with the segment's height plane (so textures are sampled per pixel, not per step),
 facades by the wall distance and the pixel's height on the wall (storeys with windows, plinth, sun-side
-shading), crowns with a darker trunk band near the ground. Beyond the world's edge the flat ground runs to the
-horizon under a distant tree line; above it a season's sky gradient with clouds; everything is blended into
-the haze with distance (aerial perspective). A pinhole frame (any ``K``, pitch, roll) is resampled from a
-panorama rendered only over the azimuth/elevation range the frame needs, at the frame's finest angular pixel
-pitch, so its geometry is exact up to bilinear resampling.
+shading), crowns with leaf texture above a trunk. Forest trees keep a dark undergrowth band below their
+crowns; under a free-standing tree's rounded crown a second pass without trees (only over the columns that
+need it) shows what lies behind. Ground colours come from the orthophoto's pyramid level that matches each
+pixel's footprint. Beyond the world's edge the flat ground runs to the horizon under a distant tree line;
+above it a season's sky gradient with clouds; everything is blended into the haze with distance (aerial
+perspective). A pinhole frame (any ``K``, pitch, roll) is resampled from a panorama rendered only over the
+azimuth/elevation range the frame needs, at up to 1.25x the frame's angular resolution, so its geometry is
+exact up to bilinear resampling.
 
 Conventions: poses are in the world's UTM CRS (x east, y north, metres); ``heading_deg`` is the optical
 axis azimuth clockwise from north; ``pitch_deg`` positive looks up; ``roll_deg`` positive turns the camera's
@@ -213,9 +216,28 @@ class StreetScene:
         self._grain = _tileable_noise(np.random.default_rng([self.appearance_seed, 904]), 256, (128, 32, 4, 1))
         self._tree_xy = _centres(self.tree_id, transform)
         self._tree_rgb = _mean_colours(self.tree_id, self.top_rgb)
+        nt = int(self.tree_id.max())
+        tm = self.tree_id > 0
+        in_forest = np.bincount(self.tree_id[tm], self.label[tm] == CLASSES["forest"], nt + 1)
+        self._tree_top = np.zeros(nt + 1, np.float32)
+        np.maximum.at(self._tree_top, self.tree_id[tm], self.height[tm])
+        self._tree_r = np.sqrt(np.maximum(np.bincount(self.tree_id[tm], minlength=nt + 1), 1) / np.pi) * self.gsd
+        self._tree_open = in_forest < 0.5 * np.maximum(np.bincount(self.tree_id[tm], minlength=nt + 1), 1)
         self._pyramid = [self.top_rgb]
         while len(self._pyramid) < 6 and min(self._pyramid[-1].shape[:2]) >= 32:
             self._pyramid.append(cv2.pyrDown(self._pyramid[-1]))
+
+    def _bare(self) -> "StreetScene":
+        """This scene without its tree crowns (cached): what a ray passing under a crown sees."""
+        bare = self.__dict__.get("_bare_scene")
+        if bare is None:
+            import copy
+
+            bare = copy.copy(self)
+            bare.height = np.where((self.tree_id > 0) & (self.building_id == 0), np.float32(0), self.height)
+            bare.tree_id = np.zeros_like(self.tree_id)
+            self.__dict__["_bare_scene"] = bare
+        return bare
 
     @classmethod
     def from_world(cls, world, season: str | None = None, appearance_seed: int | None = None) -> "StreetScene":
@@ -375,9 +397,16 @@ def _march_distances(gsd: float, d_max: float, rel: float = 0.01) -> np.ndarray:
     return np.concatenate([lin, lin[-1] * (1 + rel) ** np.arange(1, n + 1)])
 
 
-def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_deg: np.ndarray) -> StreetLayers:
+def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_deg: np.ndarray,
+                 see_through: bool = True) -> StreetLayers:
     """Render the level (gravity-aligned) view: columns at absolute azimuths ``az_deg`` (W,), rows at elevations
-    ``el_deg`` (R,), strictly decreasing. The core of both public renderers."""
+    ``el_deg`` (R,), strictly decreasing. The core of both public renderers.
+
+    The height map makes every object solid down to the ground. Below the crowns of free-standing trees
+    (not in a forest) the pixels beside the trunk are then drawn again from a second pass without trees,
+    over the columns that need it (``see_through``): what lies behind the tree shows under its crown.
+    """
+    under = None
     scene.check_pose(pose)
     c = float(pose.height_m)
     x0, y0 = float(pose.x), float(pose.y)
@@ -479,9 +508,10 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
     idx = np.flatnonzero((seg < 2 * S) & (seg % 2 == 0))
     if len(idx):
         k, u = seg[idx] // 2, idx % W
-        col, depth[idx], kind[idx] = _shade_sides(
+        col, depth[idx], kind[idx], und = _shade_sides(
             scene, x0, y0, c, d_wall[k, u], tan_row[idx // W], sa[u], ca[u], h_wall[k, u], h_prev[k, u])
         rgb[idx] = _haze(col, depth[idx], horizon_c, vis)
+        under = idx[und] if see_through else None
     # beyond the world: flat ground to the horizon, then the distant tree line
     idx = np.flatnonzero(seg == 2 * S)
     if len(idx):
@@ -497,6 +527,16 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
         rgb[sky] = _sky(scene, az[sky % W], el[sky // W], horizon_c, zenith_c, cover)
     out = cv2.convertScaleAbs(rgb.reshape(R, W, 3), alpha=255.0)
     depth, kind = depth.reshape(R, W), kind.reshape(R, W)
+    if under is not None and len(under):
+        ucols = np.unique(under % W)
+        r0, r1 = int(under.min() // W), int(under.max() // W) + 1
+        bare = _render_grid(scene._bare(), pose, np.asarray(az_deg)[ucols], np.asarray(el_deg)[r0:r1],
+                            see_through=False)
+        pos = np.searchsorted(ucols, under % W)
+        rows = under // W - r0
+        out.reshape(-1, 3)[under] = bare.rgb[rows, pos]
+        depth.reshape(-1)[under] = bare.depth_m[rows, pos]
+        kind.reshape(-1)[under] = bare.kind[rows, pos]
     return StreetLayers(out, depth, kind)
 
 
@@ -527,8 +567,8 @@ def _cell(y: np.ndarray, x: np.ndarray, t: affine.Affine, Hs: int, Ws: int) -> t
 
 def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndarray, tan_el: np.ndarray,
                  sa: np.ndarray, ca: np.ndarray, htop: np.ndarray, hprev: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Colour, depth and kind of pixels on the rising side of a raised object (one entry per pixel).
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Colour, depth, kind and "see through" of pixels on the rising side of a raised object (one entry each).
 
     ``dw`` is the distance where the pixel's ray meets the side, ``htop`` the object's height there and
     ``hprev`` the height just before it (0 for a wall standing on the ground, > 0 for a roof slope or a
@@ -537,11 +577,12 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
     t = scene.transform
     Hs, Ws = scene.shape
     z = c + dw * tan_el
-    inner = dw + 0.5 * scene.gsd  # a point just inside the object
+    inner = dw + 1e-3  # just inside the object: the bisection leaves dw on its inner side
     wi, wj = _cell(y0 + inner * ca, x0 + inner * sa, t, Hs, Ws)
     bid, tid = scene.building_id[wi, wj], scene.tree_id[wi, wj]
     col = np.zeros((len(dw), 3), np.float32)
     kind = np.full(len(dw), KIND_OTHER, np.uint8)
+    under = np.zeros(len(dw), bool)
     top = _sample(scene.top_rgb, (x0 + inner * sa - t.c) / t.a - 0.5, (y0 + inner * ca - t.f) / t.e - 0.5)
     wall = (bid > 0) & (hprev <= 0)
     if wall.any():
@@ -562,20 +603,26 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
         zr = np.clip(zt / np.maximum(ht, 1e-3), 0, 1).astype(np.float32)
         base = np.float32(0.5) * (top[tree] + scene._tree_rgb[ti])
         ct = base * ((np.float32(0.55) + np.float32(0.35) * zr) * (np.float32(0.6) + np.float32(0.8) * leaf))[:, None]
-        # below the crown: darker undergrowth, and the trunk where the ray passes the tree's centre
-        band = zt < 0.18 * ht
+        # below the crown: the trunk where the ray passes the tree's centre; around it a forest's dark
+        # undergrowth, or what lies behind a free-standing tree (``under``: filled in by the caller)
+        is_open = scene._tree_open[ti]
+        top_t = scene._tree_top[ti]
+        off = np.abs((scene._tree_xy[ti, 0] - x0) * ca[tree] - (scene._tree_xy[ti, 1] - y0) * sa[tree])
+        rel = np.clip(off / scene._tree_r[ti], 0, 1)
+        base = np.where(is_open, 0.3 + 0.3 * rel * rel, 0.18) * top_t  # a rounded underside on free trees
+        band = zt < base
         if band.any():
-            tb = ti[band]
-            off = np.abs((scene._tree_xy[tb, 0] - x0) * ca[tree][band] - (scene._tree_xy[tb, 1] - y0) * sa[tree][band])
-            trunk = off < 0.1 + 0.01 * ht[band]
+            trunk = off[band] < 0.1 + 0.01 * top_t[band]
             ct[band] = np.where(trunk[:, None], _TRUNK * np.float32(1.8), ct[band] * np.float32(0.45))
+            bi = np.flatnonzero(tree)[np.flatnonzero(band)]
+            under[bi[~trunk & is_open[band]]] = True
         col[tree] = ct
         kind[tree] = KIND_CROWN
     rest = (bid == 0) & (tid == 0)
     if rest.any():
         zr = np.clip(z[rest] / np.maximum(htop[rest], 1e-3), 0, 1)[:, None].astype(np.float32)
         col[rest] = top[rest] * (np.float32(0.55) + np.float32(0.35) * zr)
-    return col, dw.astype(np.float32), kind
+    return col, dw.astype(np.float32), kind, under
 
 
 def _sample(img: np.ndarray, col, row, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
