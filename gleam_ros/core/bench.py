@@ -33,7 +33,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,7 @@ class BenchConfig:
     finetuned: str | None = None  # checkpoint directory of a fine-tuned encoder
     seed: int = 0
     verify_features: str = "sift"  # VerifyConfig.features of every verifying method
+    hard: bool = False  # the hard scenes instead (gleam_ros.core.bench_hard: oblique, parallax, other source)
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -173,12 +174,19 @@ class Scene:
     index_map: object  # GeoMap the tiles are cut from
     flight_map: object  # GeoMap the camera sees
     description: str
+    simulate: object = None  # flight renderer like flight.simulate_to_folder (None: that one); hard scenes
+    verify: dict = field(default_factory=dict)  # VerifyConfig overrides of this scene
+    hard: dict | None = None  # the HardSpec of a hard scene (reported)
 
 
 def make_scenes(cfg: BenchConfig) -> list[Scene]:
     """The real map (``cfg.map_path``) and/or the procedural world (summer index, autumn flight)."""
     from .maps import map_from_array, open_map
 
+    if cfg.hard:
+        from .bench_hard import hard_scenes
+
+        return hard_scenes(cfg)
     scenes = []
     if cfg.map_path:
         geomap = open_map(cfg.map_path)
@@ -222,11 +230,11 @@ def run_scene(scene: Scene, cfg: BenchConfig, torch_b, onnx_b, ft_b, out: Path, 
         ft_fp = _Footprints(ft_index)
     fspec = FlightSpec(frames=cfg.frames, width=cfg.image_width, height=cfg.image_height,
                        photometric=cfg.photometric, seed=cfg.flight_seed)
-    flight = load_flight(simulate_to_folder(scene.flight_map, fspec, out / "flight", progress=False))
+    flight = load_flight((scene.simulate or simulate_to_folder)(scene.flight_map, fspec, out / "flight", progress=False))
     log(f"[{scene.name}] flight: {len(flight)} frames rendered")
 
     fp = _Footprints(index)
-    loc = Localizer(torch_b, index, LocalizerConfig(verify=VerifyConfig(features=cfg.verify_features)))
+    loc = Localizer(torch_b, index, LocalizerConfig(verify=VerifyConfig(features=cfg.verify_features, **scene.verify)))
     base_verifier = Verifier(loc.cfg.verify)
     rng_alt = np.random.default_rng(cfg.seed)
     rng_prior = np.random.default_rng(cfg.seed + 1)
@@ -349,6 +357,7 @@ def run_scene(scene: Scene, cfg: BenchConfig, torch_b, onnx_b, ft_b, out: Path, 
     errs = {m: _errors(recs[m]) for m in recs}
     return {
         "description": scene.description,
+        **({"hard": scene.hard, "verify_overrides": scene.verify} if scene.hard else {}),
         "index": {"tiles": index.n_tiles, "build_s": build_s, "tile_size_m": cfg.tile_size_m, "overlap": cfg.overlap,
                   "gsd_m": cfg.tile_gsd_m, "min_valid": cfg.min_valid},
         "flight": {"frames": len(flight), **asdict(fspec)},
@@ -528,7 +537,7 @@ def config_from_args(a) -> BenchConfig:
     """A :class:`BenchConfig` from the options of ``gleam bench run``."""
     kw = {"map_path": a.map, "world": not a.no_world, "radius_m": a.radius, "prior_noise_m": a.prior_noise,
           "finetuned": a.finetuned, "world_seed": a.world_seed, "flight_seed": a.seed,
-          "verify_features": getattr(a, "verify_features", "sift")}
+          "verify_features": getattr(a, "verify_features", "sift"), "hard": getattr(a, "hard", False)}
     if a.frames is not None:
         kw["frames"] = a.frames
     if a.world_size is not None:
