@@ -158,14 +158,15 @@ class StreetScene:
     - ``transform``: GDAL affine of the grid (north up: no rotation terms), ``crs``: its (UTM) CRS;
     - ``building_id`` / ``tree_id``: (H, W) int ids (0 none); default: connected building pixels / none;
     - ``building_kind``: per building id (index 0 unused) the world's building kind (sheds and barns get no
-      windows); ``road_kind``: (H, W) uint8 as in the world (used by :func:`road_poses`);
+      windows); ``tree_conifer``: per tree id, conifer (branches down low) or not;
+    - ``road_kind``: (H, W) uint8 as in the world (used by :func:`road_poses`);
     - ``season`` (sky and haze), ``sun_azimuth_deg`` (facade shading), ``appearance_seed`` (facade colours,
       clouds, distant tree line).
     """
 
     def __init__(self, height, label, top_rgb, transform: affine.Affine, crs, *, building_id=None, tree_id=None,
-                 building_kind=None, road_kind=None, season: str = "summer", sun_azimuth_deg: float = 135.0,
-                 appearance_seed: int = 0) -> None:
+                 building_kind=None, tree_conifer=None, road_kind=None, season: str = "summer",
+                 sun_azimuth_deg: float = 135.0, appearance_seed: int = 0) -> None:
         self.height = _as_raster("height", height, None, np.float32)
         shape = self.height.shape
         if not np.isfinite(self.height).all() or float(self.height.min()) < 0.0:
@@ -222,6 +223,10 @@ class StreetScene:
         self._tree_top = np.zeros(nt + 1, np.float32)
         np.maximum.at(self._tree_top, self.tree_id[tm], self.height[tm])
         self._tree_r = np.sqrt(np.maximum(np.bincount(self.tree_id[tm], minlength=nt + 1), 1) / np.pi) * self.gsd
+        self._tree_conifer = np.zeros(nt + 1, bool) if tree_conifer is None else np.asarray(tree_conifer, bool)
+        if self._tree_conifer.shape != (nt + 1,):
+            raise ConfigError(f"StreetScene: tree_conifer needs {nt + 1} entries (index 0 unused), "
+                              f"got {self._tree_conifer.shape}")
         self._tree_open = in_forest < 0.5 * np.maximum(np.bincount(self.tree_id[tm], minlength=nt + 1), 1)
         self._pyramid = [self.top_rgb]
         while len(self._pyramid) < 6 and min(self._pyramid[-1].shape[:2]) >= 32:
@@ -264,6 +269,7 @@ class StreetScene:
                               "heights): nothing to render standing up")
         return cls(lay["height"], lay["label"], top, world.transform, world.crs, building_id=lay["building_id"],
                    tree_id=lay["tree_id"], building_kind=np.maximum(world._layout.building_kind, 0),
+                   tree_conifer=world._layout.tree_conifer,
                    road_kind=lay["road_kind"], season=season, sun_azimuth_deg=world.cfg.sun_azimuth_deg,
                    appearance_seed=seed)
 
@@ -609,7 +615,8 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
         top_t = scene._tree_top[ti]
         off = np.abs((scene._tree_xy[ti, 0] - x0) * ca[tree] - (scene._tree_xy[ti, 1] - y0) * sa[tree])
         rel = np.clip(off / scene._tree_r[ti], 0, 1)
-        base = np.where(is_open, 0.3 + 0.3 * rel * rel, 0.18) * top_t  # a rounded underside on free trees
+        low = np.where(scene._tree_conifer[ti], 0.08, 0.3)  # conifers keep branches low
+        base = np.where(is_open, low * (1 + rel * rel), 0.18) * top_t  # a rounded underside on free trees
         band = zt < base
         if band.any():
             trunk = off[band] < 0.1 + 0.01 * top_t[band]
