@@ -589,8 +589,11 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
     col = np.zeros((len(dw), 3), np.float32)
     kind = np.full(len(dw), KIND_OTHER, np.uint8)
     under = np.zeros(len(dw), bool)
-    top = _sample(scene.top_rgb, (x0 + inner * sa - t.c) / t.a - 0.5, (y0 + inner * ca - t.f) / t.e - 0.5)
     wall = (bid > 0) & (hprev <= 0)
+    top = np.zeros((len(dw), 3), np.float32)  # the colour seen from above, where it is used (not on facades)
+    nw = np.flatnonzero(~wall)
+    top[nw] = _sample(scene.top_rgb, (x0 + inner[nw] * sa[nw] - t.c) / t.a - 0.5,
+                      (y0 + inner[nw] * ca[nw] - t.f) / t.e - 0.5)
     if wall.any():
         col[wall] = _facade(scene, bid[wall], x0 + dw[wall] * sa[wall], y0 + dw[wall] * ca[wall], z[wall], htop[wall])
         kind[wall] = KIND_WALL
