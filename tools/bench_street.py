@@ -12,12 +12,33 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from gleam_ros.core.camera import CameraIntrinsics
-from gleam_ros.core.sim.street import StreetScene, render_ground, render_panorama, road_poses
+from gleam_ros.core.sim.street import (
+    KIND_WALL,
+    StreetScene,
+    panorama_layers,
+    render_ground,
+    render_panorama,
+    road_poses,
+)
+
+
+def write_sample(world, scene, poses, intr, path: Path) -> None:
+    """One small JPEG: the panorama of the bench pose that sees the most facades, and its forward frame in
+    summer and winter (same pose, same geometry)."""
+    walls = [int((panorama_layers(scene, p, 256, 128).kind == KIND_WALL).sum()) for p in poses]
+    pose = poses[int(np.argmax(walls))]
+    winter = StreetScene.from_world(world, season="winter")
+    pano = render_panorama(scene, pose, 1024, 512)
+    pair = [cv2.resize(render_ground(s, pose, intr), (512, 384), interpolation=cv2.INTER_AREA) for s in (scene, winter)]
+    img = np.vstack([pano, np.hstack(pair)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 72])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tools/bench_street.py", description=__doc__.splitlines()[0])
     p.add_argument("--size", type=float, default=800.0, help="world side, m (default 800)")
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--out", default=None, help="also save the first frame and panorama as JPEGs here")
+    p.add_argument("--out", default=None, help="also write street_views.jpg (a panorama, a summer and a winter "
+                                              "forward frame at one pose) into this folder")
     a = p.parse_args(argv)
     cv2.setNumThreads(1)
     world = make_world(WorldConfig(seed=3, size_m=a.size))
@@ -46,14 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     render_ground(scene, poses[0], intr)  # warm-up
     render_view(geomap, uav[0], uav_intr)
     times = {"uav": 0.0, "ground": 0.0, "panorama": 0.0}
-    frames, panos = [], []
     for k in range(a.frames):  # interleaved, so that load changes hit all three alike
         t0 = time.perf_counter()
         render_view(geomap, uav[k], uav_intr)
         t1 = time.perf_counter()
-        frames.append(render_ground(scene, poses[k], intr))
+        render_ground(scene, poses[k], intr)
         t2 = time.perf_counter()
-        panos.append(render_panorama(scene, poses[k], 1024, 512))
+        render_panorama(scene, poses[k], 1024, 512)
         t3 = time.perf_counter()
         times["uav"] += t1 - t0
         times["ground"] += t2 - t1
@@ -66,12 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"render_panorama 1024x512:                       {ms['panorama']:.0f} ms/frame "
           f"({ms['panorama'] / ms['uav']:.2f} x UAV, {ms['panorama'] / ms['ground']:.2f} x ground)")
     if a.out:
-        from pathlib import Path
-
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, img in (("street_ground.jpg", frames[0]), ("street_panorama.jpg", panos[0])):
-            cv2.imwrite(str(out / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+        write_sample(world, scene, poses, intr, Path(a.out) / "street_views.jpg")
+        print(f"sample: {Path(a.out) / 'street_views.jpg'}")
     return 0
 
 
