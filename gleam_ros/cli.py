@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", required=True)
     _add_flight_args(sim)
     _add_street_sim_args(sim)
+    _add_hard_sim_args(sim)
 
     world = sub.add_parser("world", help="generate a procedural world (satellite + street map GeoTIFFs)")
     world.add_argument("--out", required=True)
@@ -139,6 +140,22 @@ def _add_flight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tilt", type=float, default=15.0)
     p.add_argument("--photometric", type=float, default=1.0, help="strength of photometric change (0 = none)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_hard_sim_args(p: argparse.ArgumentParser) -> None:
+    """`gleam simulate --hard`: a flight that fails the way real ones do (core.sim.realism)."""
+    p.add_argument("--hard", action="store_true",
+                   help="oblique views, sensor blur/exposure/noise/JPEG; with --world: parallax (heights) in --season "
+                        "(default autumn); with --map: --ref-out writes an other-source reference to index instead")
+    p.add_argument("--max-off-nadir", type=float, default=45.0, help="--hard: largest off-nadir angle, deg (default 45)")
+    p.add_argument("--sensor", type=float, default=1.0, help="--hard: strength of sensor effects (0 = none, default 1)")
+    p.add_argument("--ref-shift", default="2,-1.5", metavar="EAST,NORTH",
+                   help="--hard: misregistration of the other-source reference, metres (default 2,-1.5)")
+    p.add_argument("--ref-change", type=float, default=1.0,
+                   help="--hard: colour/contrast/texture change of the other-source reference (0 = none, default 1)")
+    p.add_argument("--ref-out", default=None, metavar="TIF",
+                   help="--hard --map: write the other-source reference as a GeoTIFF (0.25 m) for `gleam index build`")
+    p.add_argument("--no-parallax", action="store_true", help="--hard --world: render the world flat")
 
 
 def _add_street_sim_args(p: argparse.ArgumentParser) -> None:
@@ -308,10 +325,52 @@ def cmd_simulate(a: argparse.Namespace) -> int:
 
     if a.modality != "uav":
         return _cmd_simulate_street(a)
+    if a.hard:
+        return _cmd_simulate_hard(a)
     spec = _flight_spec(a)
     src = a.map if a.map is not None else str(Path(a.world) / "satellite.tif")
     out = simulate_to_folder(open_map(src), spec, a.out)
     print(f"flight: {spec.frames} frames -> {out}")
+    return 0
+
+
+def _cmd_simulate_hard(a: argparse.Namespace) -> int:
+    """`gleam simulate --hard`: oblique views, sensor effects; a real map's other-source reference (--ref-out),
+    or a world folder's heights (parallax). Implemented in :mod:`gleam_ros.core.sim.realism`."""
+    import numpy as np
+
+    from .core.errors import ConfigError
+    from .core.maps import open_map, write_geotiff
+    from .core.sim.realism import HardSpec, HeightScene, simulate_hard_to_folder
+
+    try:
+        se, sn = (float(x) for x in a.ref_shift.split(","))
+    except ValueError:
+        raise ConfigError(f"--ref-shift must be 'EAST,NORTH' metres, got {a.ref_shift!r}") from None
+    hard = HardSpec(max_off_nadir_deg=a.max_off_nadir, sensor=a.sensor, shift_e_m=se, shift_n_m=sn,
+                    ref_change=a.ref_change, parallax=not a.no_parallax)
+    spec = _flight_spec(a)
+    if a.world is not None:
+        from .core.sim.world import load_world
+
+        world = load_world(a.world)
+        season = a.season or ("autumn" if world.cfg.season != "autumn" else "summer")
+        scene = HeightScene.from_world(world, season=season, seed=world.cfg.seed + 1000)
+        out = simulate_hard_to_folder(scene.geomap(f"world{world.cfg.seed}_{season}"), spec, a.out, hard, scene=scene)
+        print(f"hard flight: {spec.frames} frames over world {a.world} in {season} with heights -> {out} "
+              f"(reference: {Path(a.world) / 'satellite.tif'})")
+        return 0
+    geomap = open_map(a.map)
+    out = simulate_hard_to_folder(geomap, spec, a.out, hard)
+    print(f"hard flight: {spec.frames} frames -> {out}")
+    if a.ref_out:
+        ref = hard.reference_map(geomap, seed=a.seed)
+        x0, y0, x1, y1 = ref.bounds()
+        g = 0.25
+        xs, ys = np.meshgrid(x0 + (np.arange(int((x1 - x0) / g)) + 0.5) * g, y1 - (np.arange(int((y1 - y0) / g)) + 0.5) * g)
+        rgb, valid = ref.sample(xs, ys)
+        write_geotiff(a.ref_out, rgb, ref.working_crs, (g, 0.0, x0, 0.0, -g, y1), valid=valid)
+        print(f"other-source reference (shifted {se:g} m E, {sn:g} m N): {a.ref_out}")
     return 0
 
 
@@ -611,6 +670,9 @@ def _add_bench_run_parser(bench) -> None:
                    help="fine-tuned encoder checkpoint for the retrieval-only row (not run without one)")
     p.add_argument("--seed", type=int, default=0, help="flight seed")
     _add_verify_features_arg(p)
+    p.add_argument("--hard", action="store_true",
+                   help="the hard scenes instead: the real map against an other-source reference (shifted 2 m E, "
+                        "1.5 m S) and the procedural world with parallax, oblique views up to 45 deg, sensor effects")
 
 
 def cmd_bench_run(a: argparse.Namespace) -> int:
