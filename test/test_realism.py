@@ -254,3 +254,28 @@ def test_pose_is_fitted_to_the_ground_plane_when_most_matches_lie_on_a_raised_pl
     v0 = Verifier(VerifyConfig(max_tilt_deg=30.0)).verify(render_parallax(flat, pose, intr)[0], tile, intr,
                                                            Priors(alt_m=100.0))
     assert v0.ok and v0.plane_note == "" and abs(v0.alt_m - 100.0) < 3.0
+
+
+def test_gleam_simulate_hard_writes_the_flight_and_the_other_source_reference(tmp_path):
+    from gleam_ros.cli import main
+    from gleam_ros.core.flight import load_flight
+    from gleam_ros.core.maps import open_map, write_geotiff
+
+    scene, (lat, lon) = _scene(box_h=0.0)
+    tif = write_geotiff(tmp_path / "map.tif", scene.rgb, scene.crs, scene.transform)
+    rc = main(["simulate", "--hard", "--map", str(tif), "--out", str(tmp_path / "f"), "--frames", "2",
+               "--ref-shift", "3,-2", "--ref-change", "0", "--ref-out", str(tmp_path / "ref.tif"),
+               "--max-off-nadir", "30"])
+    assert rc == 0
+    fl = load_flight(tmp_path / "f")
+    assert len(fl) == 2 and max(off_nadir_deg(p) for p in fl.poses) <= 30.0 + 1e-6
+    meta = json.loads((tmp_path / "f" / "camera.json").read_text())["hard"]
+    assert (meta["shift_e_m"], meta["shift_n_m"], meta["max_off_nadir_deg"]) == (3.0, -2.0, 30.0)
+    ref = open_map(tmp_path / "ref.tif")
+    f = geo.LocalFrame(lat, lon)
+    e, n = np.meshgrid(np.arange(-12, 12.01, 0.25), np.arange(-12, 12.01, 0.25))
+    la, lo, _ = f.to_geodetic(e, n)
+    rgb, _ = ref.sample(lo, la, crs=geo.WGS84)
+    m = (rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)  # the red square (--ref-change 0: no recolour)
+    assert m.sum() > 1000
+    np.testing.assert_allclose([e[m].mean(), n[m].mean()], (3.0, -2.0), atol=0.3)
