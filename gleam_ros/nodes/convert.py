@@ -24,6 +24,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from builtin_interfaces.msg import Duration, Time  # noqa: E402
 from geometry_msgs.msg import PoseWithCovarianceStamped, Quaternion  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix, NavSatStatus, Range  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -265,6 +266,36 @@ def imu_to_roll_pitch(msg: Imu) -> tuple[float, float] | None:
     roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
     pitch = math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
     return math.degrees(roll), -math.degrees(pitch)
+
+
+def _twist_std(var: float, default: float, what: str) -> float:
+    """Std from a twist covariance diagonal entry: 0 or -1 (not reported, by convention) -> ``default``."""
+    if var == 0.0 or var == -1.0:
+        return float(default)
+    if not (math.isfinite(var) and var > 0.0):
+        raise InputError(f"odometry {what} variance must be > 0 (or 0 / -1 for not reported), got {var!r}")
+    return math.sqrt(var)
+
+
+def odometry_to_sample(msg: Odometry, t_recv: float, default_v_std: float, default_yaw_rate_std: float) -> Any:
+    """A ``nav_msgs/Odometry`` as a core :class:`~gleam_ros.core.vehicle.OdometrySample`.
+
+    Speed is ``twist.twist.linear.x`` (REP-103 body frame: x forward), yaw rate ``twist.twist.angular.z``
+    (counter-clockwise, rad/s); their stds come from ``twist.covariance`` [0] and [35], or the defaults
+    when those are 0 or -1 (not reported). An unstamped message takes ``t_recv``. Values are passed
+    on as they are (a NaN speed included): the localizer judges them. Raises InputError for a
+    covariance that is NaN, infinite or negative.
+    """
+    from gleam_ros.core.vehicle import OdometrySample
+
+    t = stamp_to_sec(msg.header.stamp)
+    if t <= 0.0:
+        t = float(t_recv)
+    c = msg.twist.covariance
+    v_std = _twist_std(float(c[0]), default_v_std, "speed (twist.covariance[0])")
+    w_std = _twist_std(float(c[35]), default_yaw_rate_std, "yaw rate (twist.covariance[35])")
+    return OdometrySample(t=t, v_mps=float(msg.twist.twist.linear.x), yaw_rate_rps=float(msg.twist.twist.angular.z),
+                          v_std=v_std, yaw_rate_std=w_std)
 
 
 # ------------------------------------------------------------------------------- hypotheses out

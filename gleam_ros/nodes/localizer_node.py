@@ -37,9 +37,10 @@ ros_env.prepare()
 import numpy as np  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix, NavSatStatus, Range  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -49,6 +50,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from gleam_ros.msg import Explanation, GeoPoseHypotheses, GeoPoseHypothesis  # noqa: E402
 from gleam_ros.srv import Explain  # noqa: E402
 from gleam_ros.nodes import convert  # noqa: E402
+from gleam_ros.nodes import vehicle_input  # noqa: E402
 
 NODE_NAME = "gleam_localizer"
 # Input topics (relative names, remappable) -> message type name.
@@ -59,8 +61,10 @@ INPUT_TOPICS = {
     "gps/fix": "sensor_msgs/msg/NavSatFix",
     "altitude": "sensor_msgs/msg/Range",
     "imu": "sensor_msgs/msg/Imu",
+    "odom": "nav_msgs/msg/Odometry",  # modality ground | panorama
 }
 MODALITIES = ("uav", "ground", "panorama", "map")
+ODOM_WAIT_S = 0.1  # a vehicle frame waits at most this long for the odometry of its time (separate topics)
 BACKENDS = ("torch", "onnx")
 
 
@@ -127,6 +131,25 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("explain_service", "/gleam_explainer/explain", "(configure) the gleam_ros/srv/Explain service to call"),
     ParamSpec("explain_timeout_s", 20.0, "an explanation not answered within this is abandoned, s", (0.5, 600.0)),
     ParamSpec("explain_language", "en", "language of requested explanations", choices=("en", "zh")),
+    # ---- vehicle (modality ground | panorama): the particle filter of gleam_ros.core.vehicle, fed by odom
+    ParamSpec("n_particles", 800, "(configure) vehicle: particles while tracking", (10, 100000)),
+    ParamSpec("n_particles_global", 4000, "(configure) vehicle: particles while (re)localizing over the whole "
+              "map; >= n_particles", (10, 200000)),
+    ParamSpec("camera_height_m", 1.6, "(configure) vehicle: camera height above the road, m", (0.3, 5.0)),
+    ParamSpec("camera_pitch_deg", 0.0, "(configure) vehicle: ground camera pitch, positive looks up, deg",
+              (-59.0, 59.0)),
+    ParamSpec("trust_spread_m", 4.0, "(configure) vehicle: a fix needs the posterior mode this tight (1 sigma), m",
+              (0.5, 100.0)),
+    ParamSpec("trust_min_frames", 3, "(configure) vehicle: frames the posterior must stay tight before a fix",
+              (1, 100)),
+    ParamSpec("max_odom_gap_s", 0.5, "(configure) vehicle: odometry older than this at a frame is missing/late, s",
+              (0.01, 10.0)),
+    ParamSpec("odom_speed_std_mps", 0.1, "vehicle: speed std used when odom's twist covariance is not reported, "
+              "m/s", (0.001, 10.0)),
+    ParamSpec("odom_yaw_rate_std_rps", 0.01, "vehicle: yaw-rate std used when odom's twist covariance is not "
+              "reported, rad/s", (0.0001, 1.0)),
+    ParamSpec("road_layer_path", "", "(configure) vehicle: drivable roads, a GeoTIFF mask (non-zero = road) or a "
+              "`gleam world` folder; empty = no road constraint"),
 )
 
 
@@ -202,6 +225,7 @@ class _Pipeline:
     frame: Any  # core.geo.LocalFrame of the map frame
     ground_alt_m: float
     max_speed_mps: float
+    odom: Any = None  # vehicle_input.OdometryBuffer for the vehicle localizer, None for UAV/map
 
 
 def _median(values) -> float:
@@ -233,6 +257,7 @@ class LocalizerNode(LifecycleNode):
         self._subs: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._last_t: float | None = None
+        self._vehicle_status: dict = {}  # VehicleLocalizer.status() after the last frame (vehicle modalities)
         self._explain_client: Any = None
         self._explain_pending: tuple[Any, float] | None = None  # (future, monotonic send time)
         self._explain_last: Any = None  # Explain.Request for the last trusted fix
@@ -297,7 +322,8 @@ class LocalizerNode(LifecycleNode):
         try:
             from gleam_ros.core.geo import LocalFrame
 
-            localizer = Localizer(backend, index, cfg)
+            vehicle = cfg.modality in vehicle_input.VEHICLE_MODALITIES
+            localizer = None if vehicle else Localizer(backend, index, cfg)
             lat0, lon0 = float(self._p("origin_lat")), float(self._p("origin_lon"))
             centres = index.centers_latlon
             if math.isnan(lat0):
@@ -309,8 +335,19 @@ class LocalizerNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001
             index.close()
             return self._fail(f"parameter index_path={index_path!r} / origin_*: {type(exc).__name__}: {exc}")
+        if vehicle:
+            try:
+                localizer = vehicle_input.make_vehicle_localizer(
+                    backend, index, cfg.modality, {k: self._p(k) for k in vehicle_input.VEHICLE_CONFIG_PARAMS},
+                    str(self._p("road_layer_path")))
+            except Exception as exc:  # noqa: BLE001
+                index.close()
+                return self._fail(f"vehicle parameters ({', '.join(vehicle_input.VEHICLE_CONFIG_PARAMS)}, "
+                                  f"road_layer_path): {type(exc).__name__}: {exc}")
         self._pipeline = _Pipeline(backend, index, localizer, cfg.modality, index_path, frame, alt0,
-                                   float(cfg.filter.max_speed_mps))
+                                   float(cfg.filter.max_speed_mps),
+                                   vehicle_input.OdometryBuffer() if vehicle else None)
+        self._vehicle_status = {}
         self._last_t = None
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._pubs = {
@@ -344,6 +381,11 @@ class LocalizerNode(LifecycleNode):
             self.create_subscription(Range, "altitude", self._on_altitude, qos),
             self.create_subscription(Imu, "imu", self._on_imu, qos),
         ]
+        if self._pipeline is not None and self._pipeline.odom is not None:
+            # best effort like sensor data, with a deeper queue: 20-100 Hz odometry must not be lost in bursts
+            odom_qos = QoSProfile(depth=200, history=HistoryPolicy.KEEP_LAST,
+                                  reliability=ReliabilityPolicy.BEST_EFFORT)
+            self._subs.append(self.create_subscription(Odometry, "odom", self._on_odom, odom_qos))
         self._active = True
         self.get_logger().info(f"active: subscribed to {topic}")
         return TransitionCallbackReturn.SUCCESS
@@ -388,6 +430,8 @@ class LocalizerNode(LifecycleNode):
             self._subs = []
             with self._lock:
                 self._pending = None
+            if self._pipeline is not None and self._pipeline.odom is not None:
+                self._pipeline.odom.clear()
 
     def _release(self) -> None:
         with self._proc_lock:
@@ -439,6 +483,19 @@ class LocalizerNode(LifecycleNode):
     def _on_gps(self, msg: NavSatFix) -> None:
         with self._lock:
             self._gps = (msg, self._now())
+
+    def _on_odom(self, msg: Odometry) -> None:
+        pipe = self._pipeline
+        if pipe is None or pipe.odom is None:
+            return
+        now = self._now()
+        try:
+            sample = convert.odometry_to_sample(msg, now, float(self._p("odom_speed_std_mps")),
+                                                float(self._p("odom_yaw_rate_std_rps")))
+        except GleamError as exc:
+            pipe.odom.reject(str(exc))
+            return
+        pipe.odom.push(sample, now)
 
     def _on_altitude(self, msg: Range) -> None:
         alt = convert.range_to_alt(msg)
@@ -573,14 +630,19 @@ class LocalizerNode(LifecycleNode):
         if why:
             self._reject(why)
             return
-        healthy, prior = self._gps_prior(now)
+        healthy, prior = self._gps_prior(now) if pipe.odom is None else self._vehicle_gps_prior(now)
         if self._last_t is not None and stamp < self._last_t - 1.0:
             pipe.localizer.reset()  # a bag looped or the clock jumped back: start a new track
+            if pipe.odom is not None:
+                pipe.odom.clear()
             self.get_logger().warning(f"frame time went back {self._last_t - stamp:.1f} s: track reset")
         self._last_t = stamp
         try:
-            result = pipe.localizer.localize(rgb, t=stamp, intrinsics=intr, priors=self._priors(now),
-                                             position_prior=prior)
+            if pipe.odom is not None:
+                result = self._localize_vehicle(pipe, rgb, stamp, intr, prior)
+            else:
+                result = pipe.localizer.localize(rgb, t=stamp, intrinsics=intr, priors=self._priors(now),
+                                                 position_prior=prior)
         except InputError as exc:
             self._reject(f"bad frame: {exc}")
             return
@@ -600,7 +662,7 @@ class LocalizerNode(LifecycleNode):
                 pose_header = Header(stamp=header.stamp, frame_id=str(self._p("map_frame")))
                 self._pubs["pose"].publish(convert.fix_to_pose(fix, pose_header, pipe.frame))
         view = rgb if result.rectified is None else result.rectified  # the (pinhole) view the pipeline used
-        if fix is not None:
+        if fix is not None and pipe.odom is None:  # vehicle fixes name no tile for the explainer
             query = msg if view is rgb and not compressed else convert.rgb_to_image_msg(view, header)
             self._remember_for_explanation(query, fix, pipe, flags)
         if self._p("publish_debug_image"):
@@ -621,6 +683,30 @@ class LocalizerNode(LifecycleNode):
                     st.fixes_published += 1
             st.last_result = (result.filter.reason if result.filter is not None else
                               (result.hypotheses[0].reason if result.hypotheses else "no candidates"))
+
+    def _vehicle_gps_prior(self, now: float) -> tuple[bool, Any]:
+        """(GPS healthy, the vehicle localizer's GNSS prior or None): the fix itself while GPS is healthy."""
+        healthy, _ = self.gps_status(now)
+        if not healthy:
+            return False, None
+        with self._lock:
+            msg, _t = self._gps
+        return True, vehicle_input.gps_prior(float(msg.latitude), float(msg.longitude),
+                                             convert.gps_horizontal_std(msg), float(self._p("gps_max_std_m")))
+
+    def _localize_vehicle(self, pipe: _Pipeline, rgb: Any, stamp: float, intr: Any, prior: Any) -> Any:
+        """Odometry up to the frame, then the frame, through the vehicle localizer (a distorted frame is
+        rectified first: the bird's-eye view assumes a pinhole)."""
+        if intr is not None and intr.distorted:
+            from gleam_ros.core.camera import Rectifier
+
+            self._rectifier = getattr(self, "_rectifier", None) or Rectifier()
+            rgb, intr = self._rectifier(rgb, intr)
+        pipe.odom.feed(pipe.localizer, stamp, wait_s=ODOM_WAIT_S)
+        try:
+            return pipe.localizer.localize(rgb, t=stamp, intrinsics=intr, gps_prior=prior)
+        finally:
+            self._vehicle_status = pipe.localizer.status()  # read by the diagnostics timer
 
     # ------------------------------------------------------------------ explanations (asynchronous)
     def _remember_for_explanation(self, query: Any, fix: Any, pipe: Any, flags: int) -> None:
@@ -739,6 +825,9 @@ class LocalizerNode(LifecycleNode):
                 "explain_timeouts": str(st.explain_timeouts),
                 "explain_skipped": str(st.explain_skipped),
             }
+            if pipe is not None and pipe.odom is not None:
+                values.update(vehicle_input.status_values(self._vehicle_status))
+                values.update(pipe.odom.diagnostics(self._now()))
             last_has_fix, processed = st.last_has_fix, st.processed
         level, message = DiagnosticStatus.OK, ""
         if pipe is None or label in ("unconfigured", "finalized"):

@@ -1,0 +1,175 @@
+"""Vehicle odometry between the ``odom`` subscription and the localizer node's worker (no ROS types here).
+
+The subscription callback only converts and stores (:meth:`OdometryBuffer.push`); the worker hands the
+samples to :meth:`gleam_ros.core.vehicle.VehicleLocalizer.on_odometry` in arrival order, each one before
+the first frame stamped at or after it (:meth:`OdometryBuffer.take_until`), so propagation never runs
+ahead of the frame being localized. The localizer judges each sample (NaN, out of order, late,
+implausible jump); the buffer counts what it rejected and keeps the last reason for /diagnostics.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from typing import Any
+
+
+class OdometryBuffer:
+    """Odometry samples waiting for the worker, with the counters /diagnostics reports (thread-safe).
+
+    ``maxlen`` bounds the wait queue (a stalled worker never grows memory): the oldest sample is dropped
+    and counted as rejected with the reason ``overflow``.
+    """
+
+    def __init__(self, maxlen: int = 4096) -> None:
+        self._lock = threading.Condition()
+        self._queue: collections.deque[Any] = collections.deque()
+        self._maxlen = int(maxlen)
+        self.received = 0
+        self.rejected = 0
+        self.last_reason = ""
+        self.last_receive_time = math.nan  # node clock, s
+        self.last_sample_t = math.nan  # stamp of the newest sample received, s
+
+    def push(self, sample: Any, t_recv: float) -> None:
+        """Store one converted sample (from the subscription callback)."""
+        with self._lock:
+            self.received += 1
+            self.last_receive_time = t_recv
+            self.last_sample_t = float(sample.t)
+            self._queue.append(sample)
+            if len(self._queue) > self._maxlen:
+                self._queue.popleft()
+                self._reject_locked(f"overflow: more than {self._maxlen} samples waiting for a frame")
+            self._lock.notify_all()
+
+    def wait_for(self, t: float, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until a sample stamped at or after ``t`` has arrived: odometry and
+        camera come on separate topics, and the reading of a frame's time may arrive just after the frame."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self.last_sample_t >= t, timeout=timeout_s)
+
+    def reject(self, reason: str) -> None:
+        """Count a sample that could not be used (conversion failed, or the localizer refused it)."""
+        with self._lock:
+            self._reject_locked(reason)
+
+    def _reject_locked(self, reason: str) -> None:
+        self.rejected += 1
+        self.last_reason = reason
+
+    def take_until(self, t: float) -> list[Any]:
+        """Remove and return, in arrival order, every waiting sample stamped at or before ``t``."""
+        with self._lock:
+            out = [s for s in self._queue if not s.t > t]  # NaN stamps go out too: the localizer rejects them
+            if out:
+                self._queue = collections.deque(s for s in self._queue if s.t > t)
+            return out
+
+    def feed(self, localizer: Any, t: float, wait_s: float = 0.0) -> int:
+        """Hand the samples up to frame time ``t`` to ``localizer.on_odometry`` (after waiting up to ``wait_s``
+        for the one of time ``t``); returns how many it refused."""
+        if wait_s > 0 and self.received:
+            self.wait_for(t, wait_s)
+        refused = 0
+        for s in self.take_until(t):
+            reason = localizer.on_odometry(s)
+            if reason:
+                refused += 1
+                self.reject(str(reason))
+        return refused
+
+    def clear(self) -> None:
+        """Forget the waiting samples (deactivate, track reset); the counters stay."""
+        with self._lock:
+            self._queue.clear()
+
+    def age_s(self, now: float) -> float:
+        """Seconds since the last sample arrived (node clock); NaN before the first."""
+        with self._lock:
+            return now - self.last_receive_time if math.isfinite(self.last_receive_time) else math.nan
+
+    def diagnostics(self, now: float) -> dict[str, str]:
+        """The odometry values of /diagnostics."""
+        age = self.age_s(now)
+        with self._lock:
+            return {
+                "odom_received": str(self.received),
+                "odom_rejected": str(self.rejected),
+                "odom_last_reject_reason": self.last_reason,
+                "odom_age_s": "none received" if math.isnan(age) else f"{age:.2f}",
+                "odom_waiting": str(len(self._queue)),
+            }
+
+
+#: Node parameters that are :class:`gleam_ros.core.vehicle.VehicleConfig` fields of the same name.
+VEHICLE_CONFIG_PARAMS = ("n_particles", "n_particles_global", "camera_height_m", "camera_pitch_deg",
+                         "trust_spread_m", "trust_min_frames", "max_odom_gap_s")
+VEHICLE_MODALITIES = ("ground", "panorama")
+
+
+def load_road_layer(path: str) -> Any:
+    """A :class:`gleam_ros.core.vehicle.RoadLayer` from ``path``: a ``gleam world`` folder (its drivable
+    roads) or a single-band GeoTIFF mask (non-zero = drivable road). ConfigError names the path."""
+    from pathlib import Path
+
+    from gleam_ros.core.errors import ConfigError
+    from gleam_ros.core.vehicle import RoadLayer
+
+    p = Path(path)
+    if p.is_dir():
+        from gleam_ros.core.sim.world import load_world
+
+        return RoadLayer.from_world(load_world(p))
+    if not p.is_file():
+        raise ConfigError(f"road layer {path}: no such file or folder")
+    import rasterio
+
+    try:
+        with rasterio.open(p) as ds:
+            if ds.crs is None:
+                raise ConfigError(f"road layer {path}: the GeoTIFF has no CRS")
+            mask = ds.read(1) != 0
+            return RoadLayer(mask, ds.crs.to_wkt(), ds.transform)
+    except rasterio.errors.RasterioError as exc:
+        raise ConfigError(f"road layer {path}: {exc}") from None
+
+
+def make_vehicle_localizer(backend: Any, index: Any, modality: str, params: dict[str, Any],
+                           road_layer_path: str = "") -> Any:
+    """The :class:`gleam_ros.core.vehicle.VehicleLocalizer` the node's parameters describe."""
+    from gleam_ros.core.vehicle import VehicleConfig, VehicleLocalizer
+
+    cfg = VehicleConfig(modality=modality, **{k: params[k] for k in VEHICLE_CONFIG_PARAMS})
+    roads = load_road_layer(road_layer_path) if road_layer_path else None
+    return VehicleLocalizer(backend, index, cfg, roads=roads)
+
+
+def gps_prior(lat: float, lon: float, std_m: float | None, fallback_std_m: float) -> Any:
+    """The vehicle localizer's GNSS prior: a PositionPrior of radius 2 sigma (``fallback_std_m`` when the
+    receiver reports no covariance)."""
+    from gleam_ros.core.localizer import PositionPrior
+
+    sigma = std_m if std_m is not None and math.isfinite(std_m) and std_m > 0 else fallback_std_m
+    return PositionPrior(lat, lon, 2.0 * sigma)
+
+
+def status_values(status: dict[str, Any]) -> dict[str, str]:
+    """:meth:`VehicleLocalizer.status` as /diagnostics values (floats with 2 decimals, booleans lower case)."""
+    names = {"n_particles": "particles", "n_modes": "modes", "top_mode_weight": "top_mode_weight",
+             "spread_m": "spread_m", "appearance_z": "appearance_z", "locked": "locked",
+             "global_search": "global_search", "odom_age_s": "odom_lag_s", "kidnaps": "kidnaps",
+             "last_reason": "vehicle_last_reason"}
+    out = {}
+    for key, name in names.items():
+        if key not in status:
+            continue
+        v = status[key]
+        if isinstance(v, bool):
+            out[name] = str(v).lower()
+        elif isinstance(v, float):
+            out[name] = f"{v:.2f}"
+        else:
+            out[name] = str(v)
+    return out
