@@ -886,8 +886,8 @@ def road_poses(world, n: int, rng: np.random.Generator, height_m=HEIGHT_RANGE_M,
     flip = rng.random(int(n)) < 0.5
     jit = rng.normal(0.0, 1.0, int(n)) * float(heading_jitter_deg)
     hs = rng.uniform(hr[0], hr[1], int(n))
-    pit = np.clip(rng.normal(0.0, 1.0, int(n)) * pitch_std_deg, -MAX_TILT_DEG, MAX_TILT_DEG)
-    rol = np.clip(rng.normal(0.0, 1.0, int(n)) * roll_std_deg, -MAX_TILT_DEG, MAX_TILT_DEG)
+    pit = np.clip(rng.normal(0.0, 1.0, int(n)) * pitch_std_deg, -MAX_TILT_DEG, MAX_TILT_DEG) + 0.0  # no -0.0
+    rol = np.clip(rng.normal(0.0, 1.0, int(n)) * roll_std_deg, -MAX_TILT_DEG, MAX_TILT_DEG) + 0.0
     sub = rng.uniform(0.25, 0.75, (int(n), 2))
     for k in range(int(n)):
         x = t.c + (jj[k] + sub[k, 0]) * t.a
