@@ -6,7 +6,7 @@ MAP ?=
 # clones on one machine share the virtual environment, whose editable install names only one.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo demo-uav demo-vehicle bench lint clean
 
 setup:
 	@bash tools/setup_env.sh
@@ -18,7 +18,10 @@ test: setup
 # recorded as a rosbag2 (120 frames at 1 fps, unknown yaw, GPS lost from 40 s to 80 s), replayed in
 # real time through the localizer node process over DDS; metrics (localization + GPS fallback), plot.
 DEMO := demo_out
-demo: setup
+PLATFORM ?= uav
+demo: setup demo-$(PLATFORM)
+
+demo-uav:
 	@if [ -z "$(MAP)" ]; then \
 	  .venv/bin/gleam world --seed 7 --out $(DEMO)/world && \
 	  .venv/bin/gleam index build --map $(DEMO)/world/satellite.tif --out $(DEMO)/index && \
@@ -33,6 +36,18 @@ demo: setup
 	  .venv/bin/gleam bag eval --bag $(DEMO)/flight.mcap --index $(DEMO)/index --out $(DEMO)/eval --map "$(MAP)"; \
 	fi
 	@echo "plot: $(DEMO)/eval/flight.png"
+
+# PLATFORM=vehicle: a car instead. The world's roads driven for 120 s (1 fps street-level frames in autumn,
+# the index is the summer satellite render; 20 Hz odometry; GPS lost from 40 s to 110 s), replayed in real
+# time through the localizer node process over DDS with config/vehicle.yaml and the world's road layer.
+demo-vehicle:
+	.venv/bin/gleam world --seed 7 --out $(DEMO)/world
+	.venv/bin/gleam index build --map $(DEMO)/world/satellite.tif --out $(DEMO)/index
+	.venv/bin/gleam bag simulate --platform vehicle --world $(DEMO)/world --out $(DEMO)/drive.mcap --overwrite \
+	  --frames 121 --fps 1 --gps-dropout 40,110
+	.venv/bin/gleam bag eval --bag $(DEMO)/drive.mcap --index $(DEMO)/index --out $(DEMO)/eval_vehicle \
+	  --map $(DEMO)/world/satellite.tif --param road_layer_path:=$(CURDIR)/$(DEMO)/world
+	@echo "plot: $(DEMO)/eval_vehicle/flight.png"
 
 # Pipeline benchmark on a real map (default: the Turku sample next to the checkout): index,
 # a 120-frame simulated flight, then the same flight localized with torch and with ONNX Runtime.
