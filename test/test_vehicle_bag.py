@@ -204,3 +204,26 @@ def test_drive_positions_stay_on_the_world(drives):
     for _t, m, _ in msgs["/ground_truth/fix"]:
         e, n, _ = frame.to_enu(m.latitude, m.longitude)
         assert abs(float(e)) < 150.0 and abs(float(n)) < 150.0
+
+
+def test_kidnap_metrics_count_wrong_fixes_after_the_teleport_and_the_recovery(drives):
+    from gleam_ros.bag.evaluate import kidnap_metrics
+    from gleam_ros.core.evaluate import FrameRecord
+    from gleam_ros.core.geo import offset_latlon
+
+    plan = plan_bag(drives / "ground.mcap")
+    msgs = _read(drives / "ground.mcap")
+    gt = [(_stamp(m) / NS, m.latitude, m.longitude) for _t, m, _ in msgs["/ground_truth/fix"]]
+    off_m = {5: 1.0, 6: 200.0, 7: None, 8: 4.0}  # frame -> error of its trusted fix (None: no fix)
+    records = []
+    for k, (t, lat, lon) in enumerate(gt):
+        r = FrameRecord(t=t, gt_lat=lat, gt_lon=lon)
+        if off_m.get(k) is not None:
+            r.trusted = True
+            r.est_lat, r.est_lon = offset_latlon(lat, lon, off_m[k], 0.0)
+        records.append(r)
+    m = kidnap_metrics(plan, records)
+    assert m == {"kidnap_s": KIDNAP_S, "trusted_fixes_after": 2, "false_fixes_after": 1,
+                 "recovered_after_s": pytest.approx(2.0)}
+    plan.info = {**plan.info, "kidnap_frame_t_s": None}
+    assert kidnap_metrics(plan, records) is None

@@ -338,6 +338,23 @@ def fallback_metrics(plan: BagPlan, outputs: Outputs, published: dict) -> dict:
     }
 
 
+def kidnap_metrics(plan: BagPlan, records: list) -> dict | None:
+    """After the kidnap of a drive bag (``--kidnap-at``): trusted fixes more than 25 m off (must be 0), and
+    the time from the teleport to the first trusted fix within 10 m again. None for bags without one."""
+    from ..core.geo import distance_m
+
+    t_k = (plan.info or {}).get("kidnap_frame_t_s")
+    if t_k is None:
+        return None
+    t_abs = plan.frames[0] / NS + float(t_k)
+    after = [r for r in records if r.t >= t_abs - 1e-6 and r.trusted]
+    errs = [float(distance_m(r.gt_lat, r.gt_lon, r.est_lat, r.est_lon)) for r in after]
+    back = next((r.t for r, e in zip(after, errs) if e <= 10.0), None)
+    return {"kidnap_s": float(t_k), "trusted_fixes_after": len(after),
+            "false_fixes_after": sum(e > 25.0 for e in errs),
+            "recovered_after_s": None if back is None else back - t_abs}
+
+
 def _dropped_from_diagnostics(diag: dict) -> int | None:
     vals = []
     for k, v in diag.items():
@@ -438,19 +455,25 @@ def run_eval(cfg: EvalConfig, log=print) -> dict:
     records = frame_records(plan, outputs, published)
     metrics = compute_metrics(records)
     fb = fallback_metrics(plan, outputs, published)
+    kidnap = kidnap_metrics(plan, records)
     metrics.update({
         "bag": str(cfg.bag), "index": str(cfg.index), "backend": cfg.backend, "rate": cfg.rate,
         "frames_in_bag": len(plan.frames), "frames_replayed": len(published),
         "frames_without_output": sum(r.dropped for r in records),
         "node_dropped_frames": _dropped_from_diagnostics(outputs.diagnostics),
         "node_diagnostics_last": outputs.diagnostics,
-        "outputs": outputs.counts, "gps_fallback": fb,
+        "outputs": outputs.counts, "gps_fallback": fb, "kidnap": kidnap,
         "replay": {"messages": n_msgs, "wall_s": play_s, "startup_s": startup_s},
         "node_exit_code": code, "domain_id": domain, "replayer_dds_profile": dds_profile,
     })
     (out / "metrics.json").write_text(json.dumps(_json_clean(metrics), indent=2))
     table = metrics_table(metrics, title=f"{len(records)} frames, {Path(cfg.bag).name} through the localizer node")
     table += f"| node-reported dropped frames | {metrics['node_dropped_frames']} |\n" + fallback_table(fb)
+    if kidnap is not None:
+        rec_s = "never" if kidnap["recovered_after_s"] is None else f"{kidnap['recovered_after_s']:.1f} s"
+        table += (f"\n**Kidnap at {kidnap['kidnap_s']:.1f} s** (teleported; odometry does not see it): "
+                  f"{kidnap['false_fixes_after']} trusted fixes > 25 m off afterwards, a fix within 10 m again "
+                  f"after {rec_s}\n")
     (out / "metrics.md").write_text(table)
     save_records(records, out / "frames.jsonl")
     geomap = None
@@ -458,7 +481,11 @@ def run_eval(cfg: EvalConfig, log=print) -> dict:
         from ..core.maps import open_map
 
         geomap = open_map(cfg.map)
-    spans = [(plan.window_ns[0] / NS, plan.window_ns[1] / NS, "GPS dropout")] if plan.window_ns else None
+    spans = [(plan.window_ns[0] / NS, plan.window_ns[1] / NS, "GPS dropout")] if plan.window_ns else []
+    if kidnap is not None:
+        t_k = plan.frames[0] / NS + kidnap["kidnap_s"]
+        spans.append((t_k, t_k + 0.5, "kidnap"))
+    spans = spans or None
     if records:
         plot_flight(records, out / "flight.png", geomap, title=f"gleam bag eval: {Path(cfg.bag).name}", spans=spans)
     log(table)
