@@ -30,14 +30,20 @@ GSD = 0.25
 N = 1600  # 400 m square scene
 
 
-def _scene(box_h: float = 20.0) -> tuple[HeightScene, tuple[float, float]]:
-    """Textured flat ground with one 12 m x 12 m box of ``box_h`` metres and a pure red roof at the centre."""
+def _grid():
+    """(UTM CRS, north-up affine of an N x N grid of GSD metres, its centre (lat, lon)) near (LAT0, LON0)."""
+    import affine
+
     crs = geo.utm_crs_for(LAT0, LON0)
     x0, y0 = geo.transform(LON0, LAT0, geo.WGS84, crs)
     x0, y0 = float(np.floor(x0)), float(np.floor(y0))
-    import affine
+    lon, lat = geo.transform(x0, y0, crs, geo.WGS84)
+    return crs, affine.Affine(GSD, 0, x0 - N * GSD / 2, 0, -GSD, y0 + N * GSD / 2), (float(lat), float(lon))
 
-    t = affine.Affine(GSD, 0, x0 - N * GSD / 2, 0, -GSD, y0 + N * GSD / 2)
+
+def _scene(box_h: float = 20.0) -> tuple[HeightScene, tuple[float, float]]:
+    """Textured flat ground with one 12 m x 12 m box of ``box_h`` metres and a pure red roof at the centre."""
+    crs, t, centre = _grid()
     rng = np.random.default_rng(0)
     small = rng.integers(40, 200, (N // 8, N // 8, 3)).astype(np.uint8)
     rgb = np.repeat(np.repeat(small, 8, 0), 8, 1)
@@ -46,9 +52,7 @@ def _scene(box_h: float = 20.0) -> tuple[HeightScene, tuple[float, float]]:
     c, half = N // 2, int(6 / GSD)
     h[c - half:c + half, c - half:c + half] = box_h
     rgb[c - half:c + half, c - half:c + half] = (255, 0, 0)
-    # the box centre in WGS84
-    lon, lat = geo.transform(x0, y0, crs, geo.WGS84)
-    return HeightScene(rgb, h, crs, t), (float(lat), float(lon))
+    return HeightScene(rgb, h, crs, t), centre  # the box centre in WGS84
 
 
 def _red_centroid(img: np.ndarray) -> np.ndarray:
@@ -207,12 +211,7 @@ def test_hard_spec_validates():
 def _two_level_scene(roof_h: float = 25.0, roof_share: float = 0.6):
     """Textured ground and one big flat textured roof ``roof_h`` metres up over the east ``roof_share`` of the
     centre square (a true orthophoto: the roof texture sits on its footprint)."""
-    import affine
-
-    crs = geo.utm_crs_for(LAT0, LON0)
-    x0, y0 = geo.transform(LON0, LAT0, geo.WGS84, crs)
-    x0, y0 = float(np.floor(x0)), float(np.floor(y0))
-    t = affine.Affine(GSD, 0, x0 - N * GSD / 2, 0, -GSD, y0 + N * GSD / 2)
+    crs, t, centre = _grid()
     rng = np.random.default_rng(1)
     a = rng.integers(0, 255, (N // 16, N // 16, 3)).astype(np.float32)
     b = rng.integers(0, 255, (N // 4, N // 4, 3)).astype(np.float32)
@@ -226,8 +225,7 @@ def _two_level_scene(roof_h: float = 25.0, roof_share: float = 0.6):
     c = N // 2
     split = c + half - int(2 * half * roof_share)
     h[c - half:c + half, split:c + half] = roof_h
-    return HeightScene(rgb, h, crs, t), (float(geo.transform(x0, y0, crs, geo.WGS84)[1]),
-                                         float(geo.transform(x0, y0, crs, geo.WGS84)[0]))
+    return HeightScene(rgb, h, crs, t), centre
 
 
 def test_pose_is_fitted_to_the_ground_plane_when_most_matches_lie_on_a_raised_plane():
