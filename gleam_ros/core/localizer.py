@@ -252,6 +252,7 @@ class Localizer:
                     alt_m=top.alt_m, heading_deg=top.heading_deg, heading_std_deg=top.heading_std_deg,
                     cov_en=np.asarray(out.cov_en, float), inliers=top.inliers, method=top.method,
                     prior_used=top.prior_used, filtered=True, tile_lat=top.tile_lat, tile_lon=top.tile_lon,
+                    reason=top.reason,
                 )
                 hyps.insert(0, fix)
         else:
@@ -318,6 +319,7 @@ class Localizer:
             tile_id=v.tile_id, similarity=float(hit.score), status=STATUS_VERIFIED, lat=v.lat, lon=v.lon,
             alt_m=v.alt_m, heading_deg=v.heading_deg, heading_std_deg=v.heading_std_deg,
             cov_en=np.asarray(v.cov_en, float), inliers=v.inliers, method=v.method, prior_used=prior_used,
+            reason=v.plane_note,  # a verified fix says when the scene was not one plane (parallax)
             tile_lat=hit.center_lat, tile_lon=hit.center_lon,
         )
 
