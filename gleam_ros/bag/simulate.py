@@ -30,6 +30,7 @@ The flight description is also stored in the bag's ``custom_data`` (rosbag2 meta
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -225,6 +226,31 @@ def gps_messages(m: _Msgs, sensors: SensorSpec, rng: np.random.Generator, frame:
     return out
 
 
+class EventQueue:
+    """The small messages of a simulated bag, made before the frames and merged with them in time order.
+
+    Starts with the JSON description on :data:`FLIGHT_INFO_TOPIC` 100 ms before ``t0_ns``; ``topics`` maps
+    the keys given to :meth:`add` to topic names.
+    """
+
+    def __init__(self, topics: dict[str, str], t0_ns: int, info: dict) -> None:
+        self.topics = topics
+        self._heap: list[tuple[int, int, str, str, object]] = []  # (log ns, seq, topic, type, msg)
+        self._seq = itertools.count()
+        self.add(t0_ns - NS // 10, "flight_info", "std_msgs/msg/String",
+                 typestore().types["std_msgs/msg/String"](data=json.dumps(info)))
+
+    def add(self, ns: int, key: str, msgtype: str, msg) -> None:
+        """Queue ``msg`` on the topic of ``key`` at log time ``ns``."""
+        heapq.heappush(self._heap, (ns, next(self._seq), self.topics[key], msgtype, msg))
+
+    def write_before(self, w: BagWriter, ns: int | None, inclusive: bool = False) -> None:
+        """Write the queued messages logged before ``ns`` (also at ``ns`` with ``inclusive``; None: all)."""
+        while self._heap and (ns is None or self._heap[0][0] < ns or (inclusive and self._heap[0][0] == ns)):
+            e_ns, _s, topic, msgtype, msg = heapq.heappop(self._heap)
+            w.write_msg(topic, msgtype, e_ns, msg)
+
+
 def flight_description(geomap, spec, sensors: SensorSpec, poses, t0_ns: int) -> dict:
     """The JSON description stored in the bag (``/gleam/flight_info`` and custom_data)."""
     d = sensors.dropout
@@ -273,14 +299,8 @@ def simulate_bag(geomap, spec, out: str | Path, sensors: SensorSpec | None = Non
 
     # Small messages (GPS at its own rate, per-frame sensors and ground truth) are made first and merged
     # in time order with the frames, which are rendered one by one.
-    events: list[tuple[int, int, str, str, object]] = []  # (log ns, seq, topic, type, msg)
-    seq = iter(range(1 << 62))
-
-    def add(ns: int, key: str, msgtype: str, msg) -> None:
-        events.append((ns, next(seq), TOPICS[key], msgtype, msg))
-
-    add(t0_ns - NS // 10, "flight_info", "std_msgs/msg/String",
-        typestore().types["std_msgs/msg/String"](data=json.dumps(info)))
+    events = EventQueue(TOPICS, t0_ns, info)
+    add = events.add
     for ns, msg in gps_messages(m, sensors, rng, frame, pt, pe, pn, pu, t0_ns):
         add(ns, "gps", "sensor_msgs/msg/NavSatFix", msg)
     for i, p in enumerate(poses):
@@ -295,7 +315,6 @@ def simulate_bag(geomap, spec, out: str | Path, sensors: SensorSpec | None = Non
         add(ns - 2 * NS // 1000, "gt_pose", "geometry_msgs/msg/PoseStamped",
             m.gt_pose(ns, pe[i], pn[i], p.alt_m, p.heading_deg, p.pitch_deg, p.roll_deg))
         add(ns - NS // 1000, "camera_info", "sensor_msgs/msg/CameraInfo", m.camera_info(ns))
-    heapq.heapify(events)
 
     image_key = "image_compressed" if sensors.compressed else "image"
     image_type = "sensor_msgs/msg/CompressedImage" if sensors.compressed else "sensor_msgs/msg/Image"
@@ -308,11 +327,7 @@ def simulate_bag(geomap, spec, out: str | Path, sensors: SensorSpec | None = Non
         w.custom_data["gleam/flight_info"] = json.dumps(info)
         for item in frames:
             ns = t0_ns + int(round(item.pose.t * NS))
-            while events and events[0][0] < ns:
-                e_ns, _s, topic, msgtype, msg = heapq.heappop(events)
-                w.write_msg(topic, msgtype, e_ns, msg)
+            events.write_before(w, ns)
             w.write_msg(TOPICS[image_key], image_type, ns, m.image(ns, item.image))
-        while events:
-            e_ns, _s, topic, msgtype, msg = heapq.heappop(events)
-            w.write_msg(topic, msgtype, e_ns, msg)
+        events.write_before(w, None)
     return w.path

@@ -27,7 +27,6 @@ frame has seen the odometry up to it.
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 from dataclasses import asdict
@@ -40,7 +39,7 @@ from ..core.camera import CameraIntrinsics
 from ..core.errors import ConfigError
 from ..core.geo import LocalFrame, yaw_quaternion
 from . import BAG_EPOCH_S, FLIGHT_INFO_TOPIC
-from .simulate import FRAME_IDS, NS, SensorSpec, _Msgs, gps_messages
+from .simulate import FRAME_IDS, NS, EventQueue, SensorSpec, _Msgs, gps_messages
 from .storage import BagWriter, check_output, header, typestore
 
 TOPICS = {
@@ -159,14 +158,8 @@ def simulate_vehicle_bag(world, out: str | Path, duration_s: float = 120.0, fps:
     pt = np.array([f.t for f in frames], float)
     pu = np.array([f.pose.height_m for f in frames], float)
 
-    events: list[tuple[int, int, str, str, object]] = []  # (log ns, seq, topic, type, msg)
-    seq = iter(range(1 << 62))
-
-    def add(ns: int, key: str, msgtype: str, msg) -> None:
-        events.append((ns, next(seq), TOPICS[key], msgtype, msg))
-
-    add(t0_ns - NS // 10, "flight_info", "std_msgs/msg/String",
-        typestore().types["std_msgs/msg/String"](data=json.dumps(info)))
+    events = EventQueue(TOPICS, t0_ns, info)
+    add = events.add
     # The GPS follows the car; across the teleport it jumps (no in-between positions).
     gps_t, gps_e, gps_n, gps_u = pt, pe, pn, pu
     k = next((i for i, f in enumerate(frames) if f.kidnapped), None)
@@ -189,19 +182,14 @@ def simulate_vehicle_bag(world, out: str | Path, duration_s: float = 120.0, fps:
         add(ns - 2 * NS // 1000, "gt_pose", "geometry_msgs/msg/PoseStamped", _gt_pose(ns, pe[i], pn[i], pu[i], f))
         if cam_intr is not None:
             add(ns - NS // 1000, "camera_info", "sensor_msgs/msg/CameraInfo", m.camera_info(ns))
-    heapq.heapify(events)
 
     with BagWriter(out, storage, overwrite=overwrite) as w:
         w.custom_data["gleam/flight_info"] = json.dumps(info)
         for f in frames:
             ns = t0_ns + int(round(f.t * NS))
-            while events and events[0][0] <= ns:  # odometry stamped at the frame time goes first
-                e_ns, _s, topic, msgtype, msg = heapq.heappop(events)
-                w.write_msg(topic, msgtype, e_ns, msg)
+            events.write_before(w, ns, inclusive=True)  # odometry stamped at the frame time goes first
             w.write_msg(TOPICS["image"], "sensor_msgs/msg/Image", ns, m.image(ns, f.image))
-        while events:
-            e_ns, _s, topic, msgtype, msg = heapq.heappop(events)
-            w.write_msg(topic, msgtype, e_ns, msg)
+        events.write_before(w, None)
     return w.path
 
 
