@@ -126,7 +126,8 @@ class RosSession:
                 raise BagError(f"ROS_DOMAIN_ID must be an integer, got {os.environ['ROS_DOMAIN_ID']!r}") from None
         self.context = rclpy.Context()
         kw = {"domain_id": domain_id} if domain_id is not None else {}
-        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO, **kw)
+        # args=[]: not sys.argv, where a `gleam bag eval --param NAME:=VALUE` would read as a remap rule
+        rclpy.init(args=[], context=self.context, signal_handler_options=SignalHandlerOptions.NO, **kw)
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
