@@ -64,6 +64,8 @@ DRIVABLE_KINDS = (1, 2, 3)
 
 VEHICLE_MODALITIES = ("ground", "panorama")
 
+_NULL_CLOUD = 16  # poses per null sample (see VehicleLocalizer._evidence_z)
+
 
 @dataclass(frozen=True)
 class VehicleConfig:
@@ -82,6 +84,7 @@ class VehicleConfig:
     bev_min_m: float = 3.0  # ground distance range used (nearer: hood / car; farther: too coarse, occluded)
     bev_max_m: float = 16.0
     bev_half_width_m: float = 8.0  # lateral half width (ground camera)
+    bev_highpass_m: float = 2.0  # BEV and satellite minus their local mean at this scale (0 = raw gray)
     min_bev_cells: int = 60  # fewer valid BEV cells -> the frame carries no appearance evidence
     ncc_temperature: float = 0.08  # appearance likelihood exp(NCC / T)
     embed_weight: float = 0.0  # embedding likelihood exp(w * (cos - max cos)); 0 = do not embed
@@ -101,11 +104,20 @@ class VehicleConfig:
     trust_mode_weight: float = 0.9
     trust_spread_m: float = 4.0
     trust_min_frames: int = 3
-    trust_z: float = 3.0  # appearance z-score of the mode vs random road poses (EMA) needed to trust
-    kidnap_z: float = 1.0  # below this (EMA) for kidnap_frames frames while locked -> kidnapped
-    kidnap_frames: int = 4
-    z_ema: float = 0.5  # smoothing of the z-score (weight of the new frame)
-    null_samples: int = 200
+    trust_z: float = 3.5  # appearance z-score of the mode vs random road poses (EMA) needed to trust
+    trust_z_frame: float = 2.5  # ... and of the frame itself
+    relock_frames: int = 6  # frames of z >= trust_z needed to lock without GPS or to clear a suspicion
+    kidnap_z: float = 2.0  # below this (EMA) for kidnap_frames frames while locked -> kidnapped
+    kidnap_frames: int = 5
+    kidnap_z_frame: float = 1.0  # one frame this poor makes a locked track suspect (no fix until re-confirmed)
+    z_ema: float = 0.3  # smoothing of the z-score (weight of the new frame)
+    null_samples: int = 40  # random road poses (each with a small cloud) that the mode's fit is compared with
+    global_temperature_factor: float = 2.0  # flatter appearance likelihood while searching the whole map
+    inject_fraction: float = 0.1  # share of particles re-drawn at random road poses per frame while searching
+    max_bev_cells: int = 800  # BEV cells compared per particle while tracking (a random subset; speed)
+    global_bev_cells: int = 400  # the same while searching the whole map
+    ambiguity_margin: float = 0.03  # a mode whose best running NCC is within this of the top's is a rival
+    mode_floor: float = 0.05  # share of particles resampling keeps on each rival mode
     mosaic_radius_m: float = 1500.0  # satellite mosaic around the area of interest
     gps_sigma_floor_m: float = 2.0
 
@@ -113,7 +125,8 @@ class VehicleConfig:
         if self.modality not in VEHICLE_MODALITIES:
             raise ConfigError(f"VehicleConfig.modality must be one of {VEHICLE_MODALITIES}, got {self.modality!r}")
         ints = {"n_particles": 10, "n_particles_global": 10, "min_bev_cells": 1, "max_modes": 1,
-                "trust_min_frames": 1, "kidnap_frames": 1, "null_samples": 10}
+                "trust_min_frames": 1, "kidnap_frames": 1, "relock_frames": 1, "null_samples": 10,
+                "global_bev_cells": 10, "max_bev_cells": 10}
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "modality":
@@ -125,14 +138,15 @@ class VehicleConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
                 raise ConfigError(f"VehicleConfig.{f.name} must be a finite number, got {v!r}")
             lo_zero = f.name in ("embed_weight", "road_tolerance_m", "odom_scale_std", "gyro_bias_std",
-                                 "pos_diffusion_m", "heading_diffusion_deg", "camera_pitch_deg", "trust_z",
-                                 "kidnap_z", "road_off_weight")
+                                 "pos_diffusion_m", "heading_diffusion_deg", "camera_pitch_deg", "trust_z", "bev_highpass_m",
+                                 "trust_z_frame", "kidnap_z_frame", "ambiguity_margin", "mode_floor",
+                                 "kidnap_z", "road_off_weight", "inject_fraction")
             if f.name == "camera_pitch_deg":
                 if abs(v) >= 60:
                     raise ConfigError(f"VehicleConfig.camera_pitch_deg must be within (-60, 60), got {v!r}")
             elif (v < 0) if lo_zero else (v <= 0):
                 raise ConfigError(f"VehicleConfig.{f.name} must be {'>= 0' if lo_zero else '> 0'}, got {v!r}")
-        for name in ("road_off_weight", "trust_mode_weight", "z_ema"):
+        for name in ("road_off_weight", "trust_mode_weight", "z_ema", "inject_fraction", "mode_floor"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"VehicleConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
         if not self.bev_min_m < self.bev_max_m:
@@ -180,6 +194,24 @@ class RoadLayer:
         out[ok] = mask[r[ok], c[ok]]
         return out
 
+    def axis_deg(self, x, y, crs=None) -> np.ndarray:
+        """Direction along the road at points (x, y), degrees clockwise from north modulo 180 (NaN off the layer)."""
+        from .sim.street import road_axes
+
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        if crs is not None and geo.crs_key(crs) != geo.crs_key(self.crs):
+            x, y = geo.transform(x, y, crs, self.crs)
+        if "_axes" not in self.__dict__:
+            self._axes = np.degrees(road_axes(self.mask, float(self.transform.a))).astype(np.float32)
+        t = self.transform
+        c = np.floor((x - t.c) / t.a).astype(np.int64)
+        r = np.floor((y - t.f) / t.e).astype(np.int64)
+        h, w = self.mask.shape
+        ok = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+        out = np.full(x.shape, np.nan)
+        out[ok] = self._axes[r[ok], c[ok]]
+        return out
+
     def _dilated(self, tol_m: float) -> np.ndarray:
         k = int(math.ceil(tol_m / self.transform.a))
         if k <= 0:
@@ -198,7 +230,8 @@ class SatelliteMosaic:
     (``x0``, ``y0``) in ``crs``. ``rgb`` keeps the colour mosaic for the embedding crops.
     """
 
-    def __init__(self, index, gsd: float, centre_latlon: tuple[float, float] | None, radius_m: float) -> None:
+    def __init__(self, index, gsd: float, centre_latlon: tuple[float, float] | None, radius_m: float,
+                 highpass_m: float = 0.0) -> None:
         if not index.has_images:
             raise ConfigError("the tile index holds no tile images: rebuild it with images for the vehicle localizer")
         if centre_latlon is None:
@@ -234,6 +267,8 @@ class SatelliteMosaic:
         self.rgb = rgb
         self.valid = valid
         g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+        if highpass_m > 0:
+            g = highpass(g, valid, highpass_m / gsd)
         g[~valid] = np.nan
         self.gray = g
         cx, cy = x0 + w * gsd / 2, y0 - h * gsd / 2
@@ -289,8 +324,18 @@ class BirdsEye:
         """Number of valid cells."""
         return len(self.values)
 
+    def subset(self, k: int, rng: np.random.Generator) -> BirdsEye:
+        """At most ``k`` random cells (values re-normalised); self when it has no more."""
+        if self.n <= k:
+            return self
+        idx = np.sort(rng.choice(self.n, k, replace=False))
+        v = self.values[idx] - self.values[idx].mean()
+        nrm = float(np.linalg.norm(v))
+        return BirdsEye(self.fwd[idx], self.right[idx], (v / nrm if nrm > 1e-9 else v).astype(np.float32))
 
-def _ground_grid(cfg: VehicleConfig) -> tuple[np.ndarray, np.ndarray]:
+
+def _ground_grid(cfg: VehicleConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(forward, right, in-range mask) 2-D grids of the BEV cells."""
     r = cfg.bev_res_m
     if cfg.modality == "panorama":
         ax = np.arange(-cfg.bev_max_m, cfg.bev_max_m + 1e-9, r)
@@ -298,10 +343,18 @@ def _ground_grid(cfg: VehicleConfig) -> tuple[np.ndarray, np.ndarray]:
     else:
         f, s = np.meshgrid(np.arange(cfg.bev_min_m, cfg.bev_max_m + 1e-9, r),
                            np.arange(-cfg.bev_half_width_m, cfg.bev_half_width_m + 1e-9, r), indexing="ij")
-    f, s = f.ravel(), s.ravel()
     d = np.hypot(f, s)
-    keep = (d >= cfg.bev_min_m) & (d <= cfg.bev_max_m)
-    return f[keep], s[keep]
+    return f, s, (d >= cfg.bev_min_m) & (d <= cfg.bev_max_m)
+
+
+def highpass(img: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``img`` minus its local mean (Gaussian of ``sigma_px``, normalised over ``valid`` pixels): keeps edges and
+    markings, drops the slow brightness changes that seasons and light bring. Invalid pixels become 0."""
+    m = valid.astype(np.float32)
+    v = np.where(valid, img, 0.0).astype(np.float32)
+    num = cv2.GaussianBlur(v, (0, 0), sigma_px)
+    den = cv2.GaussianBlur(m, (0, 0), sigma_px)
+    return np.where(valid, v - num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
 
 def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | None) -> BirdsEye:
@@ -314,7 +367,7 @@ def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | No
     """
     rgb = check_image(image, "frame")
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    f, s = _ground_grid(cfg)
+    f, s, in_range = _ground_grid(cfg)
     h_cam = cfg.camera_height_m
     H, W = gray.shape
     if cfg.modality == "panorama":
@@ -339,9 +392,12 @@ def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | No
             v = intr.cy + intr.fy * yc / zc
         u[zc <= 0.1] = -1e6
         gray = cv2.GaussianBlur(gray, (0, 0), 1.0)
-    inside = (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
-    vals = cv2.remap(gray, u[inside].astype(np.float32)[None], v[inside].astype(np.float32)[None],
-                     cv2.INTER_LINEAR)[0]
+    inside = in_range & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+    grid = cv2.remap(gray, np.where(inside, u, -1).astype(np.float32), np.where(inside, v, -1).astype(np.float32),
+                     cv2.INTER_LINEAR)
+    if cfg.bev_highpass_m > 0:
+        grid = highpass(grid, inside, cfg.bev_highpass_m / cfg.bev_res_m)
+    vals = grid[inside]
     f, s = f[inside], s[inside]
     vals = vals - vals.mean() if len(vals) else vals
     norm = float(np.linalg.norm(vals))
@@ -439,11 +495,17 @@ class VehicleLocalizer:
     def reset(self) -> None:
         """Forget everything about the drive (particles, odometry, trust); the next frame starts over."""
         self.p: np.ndarray | None = None  # (N, 3): x, y, heading_deg in the mosaic CRS
+        self.s: np.ndarray | None = None  # (N,): per-particle running NCC (EMA, inherited when resampled)
         self.w: np.ndarray | None = None
         self._t: float | None = None  # time the particles refer to
         self._odom: list[OdometrySample] = []
         self._z = 0.0
+        self._z_now = math.nan
+        self._road_share = math.nan
         self._locked = False
+        self._suspect = False
+        self._suspect_frames = 0
+        self._good_run = 0
         self._low_z = 0
         self._converged = 0
         self._modes: list[_Mode] = []
@@ -460,9 +522,13 @@ class VehicleLocalizer:
             "top_mode_weight": top.weight if top else math.nan,
             "spread_m": top.spread_m if top else math.nan,
             "appearance_z": self._z,
+            "appearance_z_frame": self._z_now,
             "locked": self._locked,
+            "suspect": self._suspect,
             "global_search": self._global,
             "odom_age_s": odom_age,
+            "road_share": self._road_share,
+            "mode_scores": list(getattr(self, "_mode_scores", [])),
             "rejected_odometry": self.rejected_odometry,
             "last_reason": self.last_reason,
             "kidnaps": self.kidnaps,
@@ -570,20 +636,23 @@ class VehicleLocalizer:
         if centre_latlon is not None and len(self.index.tiles_within(centre_latlon[0], centre_latlon[1],
                                                                       self.cfg.mosaic_radius_m)) == 0:
             centre_latlon = None
-        self._mosaic = SatelliteMosaic(self.index, self.cfg.bev_res_m, centre_latlon, self.cfg.mosaic_radius_m)
+        self._mosaic = SatelliteMosaic(self.index, self.cfg.bev_res_m, centre_latlon, self.cfg.mosaic_radius_m,
+                                       self.cfg.bev_highpass_m)
         self._embed_cache.clear()
 
-    def _road_points(self, n: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Keep candidate points on road (when a layer is given) and on imagery."""
+    def _road_points(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Which candidate points lie on imagery (and on road, with a road layer)."""
         ok = self._mosaic.covers(x, y)
         if self.roads is not None:
             ok &= self.roads.lookup(x, y, self._mosaic.crs, self.cfg.road_tolerance_m)
         return ok
 
-    def _spread(self, n: int, centre: tuple[float, float] | None = None, radius: float | None = None) -> None:
-        """Particles uniform over the roads on the mosaic (or a disc), random headings."""
+    def _draw_poses(self, n: int, centre: tuple[float, float] | None = None, radius: float | None = None
+                    ) -> np.ndarray:
+        """``n`` random poses (x, y, heading) on the roads of the mosaic (or of a disc); headings along the road
+        (either way, with a road layer) or uniform."""
         m = self._mosaic
-        pts_x, pts_y = [], []
+        xs_all, ys_all = [], []
         need = n
         for _ in range(50):
             k = max(need * 4, 1000)
@@ -595,27 +664,42 @@ class VehicleLocalizer:
                 r = radius * np.sqrt(self.rng.uniform(0, 1, k))
                 a = self.rng.uniform(0, 2 * np.pi, k)
                 xs, ys = centre[0] + r * np.sin(a), centre[1] + r * np.cos(a)
-            ok = self._road_points(k, xs, ys)
-            pts_x.append(xs[ok])
-            pts_y.append(ys[ok])
+            ok = self._road_points(xs, ys)
+            xs_all.append(xs[ok])
+            ys_all.append(ys[ok])
             need -= int(ok.sum())
             if need <= 0:
                 break
-        x = np.concatenate(pts_x)[:n]
-        y = np.concatenate(pts_y)[:n]
-        if len(x) < n:  # no road / imagery there: fall back to the disc or the mosaic
+        x = np.concatenate(xs_all)[:n]
+        y = np.concatenate(ys_all)[:n]
+        if len(x) < n:  # no road / imagery there: fall back to the disc
             if centre is None:
                 raise InputError("the satellite mosaic holds no drivable imagery to search")
             r = radius * np.sqrt(self.rng.uniform(0, 1, n - len(x)))
             a = self.rng.uniform(0, 2 * np.pi, n - len(x))
             x = np.concatenate([x, centre[0] + r * np.sin(a)])
             y = np.concatenate([y, centre[1] + r * np.cos(a)])
-        self.p = np.stack([x, y, self.rng.uniform(0, 360, n)], axis=1)
+        hdg = self.rng.uniform(0, 360, n)
+        if self.roads is not None:
+            ax = self.roads.axis_deg(x, y, m.crs)
+            along = np.isfinite(ax)
+            flip = self.rng.integers(0, 2, n) * 180.0
+            hdg[along] = (ax[along] + flip[along] + self.rng.normal(0, 8.0, int(along.sum()))) % 360.0
+        return np.stack([x, y, hdg], axis=1)
+
+    def _spread(self, n: int, centre: tuple[float, float] | None = None, radius: float | None = None) -> None:
+        """Start over: ``n`` particles on the roads of the mosaic (or of a disc), equal weights."""
+        self.p = self._draw_poses(n, centre, radius)
+        self.s = np.full(n, np.nan)
         self.w = np.full(n, 1.0 / n)
         self._converged = 0
         self._locked = False
+        self._suspect = False
+        self._suspect_frames = 0
+        self._good_run = 0
         self._low_z = 0
         self._z = 0.0
+        self._global = centre is None
 
     # ---------------------------------------------------------------- main entry
     def localize(self, image: np.ndarray, t: float, intrinsics: CameraIntrinsics | None = None,
@@ -635,28 +719,35 @@ class VehicleLocalizer:
         if self._t is not None and t < self._t:
             return self._result(t, [], None, f"frame at t={t:.3f} is older than the filter time {self._t:.3f}",
                                 timings, gps_prior, t0)
-        bev = birds_eye(image, self.cfg, intrinsics)
+        cfg = self.cfg
+        bev = birds_eye(image, cfg, intrinsics)
         timings["bev"] = (time.perf_counter() - t0) * 1e3
-        centre = (gps_prior.lat, gps_prior.lon) if gps_prior is not None else None
-        self._ensure_mosaic(centre)
+        self._ensure_mosaic((gps_prior.lat, gps_prior.lon) if gps_prior is not None else None)
         m = self._mosaic
-        problems = []
+        problems: list[str] = []
         # ---- initialise / propagate
         t1 = time.perf_counter()
         if gps_prior is not None:
             gx, gy = (float(v) for v in geo.transform(gps_prior.lon, gps_prior.lat, geo.WGS84, m.crs))
-            sig = max(self.cfg.gps_sigma_floor_m, gps_prior.radius_m / 2.0)
+            sig = max(cfg.gps_sigma_floor_m, gps_prior.radius_m / 2.0)
         if self.p is None:
             if gps_prior is not None:
-                self._spread(self.cfg.n_particles_global, (gx, gy), 3 * sig)
+                self._spread(cfg.n_particles_global, (gx, gy), 3 * sig)
             else:
-                self._spread(self.cfg.n_particles_global)
-                self._global = True
+                self._spread(cfg.n_particles_global)
             self._t = t
         else:
             problem = self._propagate(t)
             if problem:
                 problems.append(problem)
+            if gps_prior is None and not self._locked and cfg.inject_fraction > 0:
+                k = int(round(cfg.inject_fraction * len(self.p)))  # keep looking elsewhere while not locked
+                if k:
+                    idx = self.rng.choice(len(self.p), k, replace=False)
+                    self.p[idx] = self._draw_poses(k)
+                    self.s[idx] = np.nan
+                    self.w[idx] = 1.0 / len(self.p)
+                    self.w /= self.w.sum()
         timings["propagate"] = (time.perf_counter() - t1) * 1e3
         # ---- weights
         t1 = time.perf_counter()
@@ -664,22 +755,27 @@ class VehicleLocalizer:
         if gps_prior is not None:
             d2 = (self.p[:, 0] - gx) ** 2 + (self.p[:, 1] - gy) ** 2
             if d2.min() > (4 * sig) ** 2:  # the particles lost the car: start over around the fix
-                self._spread(self.cfg.n_particles_global, (gx, gy), 3 * sig)
+                self._spread(cfg.n_particles_global, (gx, gy), 3 * sig)
                 logw = np.log(self.w)
                 d2 = (self.p[:, 0] - gx) ** 2 + (self.p[:, 1] - gy) ** 2
             logw += -0.5 * d2 / sig**2
-        informative = bev.n >= self.cfg.min_bev_cells
+        informative = bev.n >= cfg.min_bev_cells
+        bev = bev.subset(cfg.global_bev_cells if self._global else cfg.max_bev_cells, self.rng)
         ncc = np.zeros(len(self.p), np.float32)
         if informative:
             ncc, covfrac = bev_ncc(bev, m, self.p[:, 0], self.p[:, 1], self.p[:, 2])
             ncc = np.where(covfrac >= 0.5, ncc, 0.0)
-            logw += ncc / self.cfg.ncc_temperature
+            temp = cfg.ncc_temperature * (cfg.global_temperature_factor if self._global else 1.0)
+            logw += ncc / temp
+            self.s = np.where(np.isnan(self.s), ncc, (1 - cfg.z_ema) * self.s + cfg.z_ema * ncc)
         else:
-            problems.append(f"frame shows too little ground ({bev.n} cells)")
+            problems.append(f"frame shows too little ground ({bev.n} BEV cells < {cfg.min_bev_cells})")
+        road_share = 1.0
         if self.roads is not None:
-            on = self.roads.lookup(self.p[:, 0], self.p[:, 1], m.crs, self.cfg.road_tolerance_m)
-            logw += np.where(on, 0.0, math.log(max(self.cfg.road_off_weight, 1e-12)))
-        if self.cfg.embed_weight > 0:
+            on = self.roads.lookup(self.p[:, 0], self.p[:, 1], m.crs, cfg.road_tolerance_m)
+            road_share = float(np.sum(self.w[on]))  # the predicted cloud's weight on road
+            logw += np.where(on, 0.0, math.log(max(cfg.road_off_weight, 1e-12)))
+        if cfg.embed_weight > 0:
             t2 = time.perf_counter()
             logw += self._embed_loglik(image)
             timings["embed"] = (time.perf_counter() - t2) * 1e3
@@ -687,57 +783,81 @@ class VehicleLocalizer:
         w = np.exp(logw)
         self.w = w / w.sum()
         timings["weight"] = (time.perf_counter() - t1) * 1e3
-        # ---- modes, evidence, kidnap
+        # ---- modes, evidence, lost / kidnapped
         t1 = time.perf_counter()
         self._modes = self._find_modes()
         top = self._modes[0]
+        tight = top.weight >= cfg.trust_mode_weight and top.spread_m <= cfg.trust_spread_m
+        z_now = self._evidence_z(bev, ncc, top, temp) if informative else math.nan
+        self._z_now = z_now
         if informative:
-            z = self._evidence_z(bev, ncc, top)
-            a = self.cfg.z_ema
-            self._z = (1 - a) * self._z + a * z
-        kidnapped = False
-        if self._locked and self._z < self.cfg.kidnap_z:
+            self._z = (1 - cfg.z_ema) * self._z + cfg.z_ema * z_now
+            self._good_run = self._good_run + 1 if self._z >= cfg.trust_z else 0
+        self._road_share = road_share
+        off_road = road_share < 0.5  # odometry drove the track off the roads: it is not where the car is
+        if self._locked and (self._z < cfg.trust_z - 1.0 or z_now < cfg.kidnap_z_frame or off_road):
+            self._suspect = True  # the evidence sagged: no fix until it has been strong again for a while
+            self._good_run = 0
+        if self._suspect and self._good_run >= cfg.relock_frames:
+            self._suspect = False
+        lost = False
+        self._suspect_frames = self._suspect_frames + 1 if self._suspect else 0
+        if gps_prior is None and (self._locked or tight) and (self._z < cfg.kidnap_z or off_road):
             self._low_z += 1
-            if self._low_z >= self.cfg.kidnap_frames and gps_prior is None:
-                kidnapped = True
+            lost = self._low_z >= cfg.kidnap_frames
         else:
             self._low_z = 0
-        if kidnapped:
-            self.kidnaps += 1
-            self._spread(self.cfg.n_particles_global)
-            self._global = True
+        if gps_prior is None and self._suspect_frames >= 2 * cfg.kidnap_frames:
+            lost = True  # suspect for too long without re-confirmation
+        if lost:
+            if self._locked:
+                self.kidnaps += 1
+                problems.append(f"appearance contradicts the track for {cfg.kidnap_frames} frames: kidnapped, "
+                                "searching the whole map")
+            else:
+                problems.append("the converged mode does not fit the imagery: searching the whole map again")
+            kept = self.rng.choice(len(self.p), cfg.n_particles_global // 2, p=self.w)
+            keep, keep_s = self.p[kept], self.s[kept]
+            self._spread(cfg.n_particles_global)
+            self.p[: len(keep)] = keep  # half stays on the old track in case it was right after all
+            self.s[: len(keep)] = keep_s
             self._modes = self._find_modes()
-            problems.append("appearance disagrees with the track for "
-                            f"{self.cfg.kidnap_frames} frames: kidnapped, searching the whole map")
+            top = self._modes[0]
+            tight = False
         # ---- trust
-        top = self._modes[0]
-        on_map = bool(m.covers(np.array([top.x]), np.array([top.y]))[0])
-        tight = top.weight >= self.cfg.trust_mode_weight and top.spread_m <= self.cfg.trust_spread_m
-        self._converged = self._converged + 1 if (tight and not kidnapped) else 0
-        if tight and self._z >= self.cfg.trust_z:
+        self._converged = self._converged + 1 if tight else 0
+        if tight and self._z >= cfg.trust_z and (gps_prior is not None or self._good_run >= cfg.relock_frames):
             self._locked = True
+        on_map = bool(m.covers(np.array([top.x]), np.array([top.y]))[0])
+        rivals = self._rivals()
         reason = ""
-        if kidnapped:
-            reason = problems[-1]
-        elif problems:
+        if problems:
             reason = "; ".join(problems)
         elif not on_map:
             reason = "estimate is off the map"
-        elif len(self._modes) > 1 and top.weight < self.cfg.trust_mode_weight:
+        elif len(self._modes) > 1 and top.weight < cfg.trust_mode_weight:
             reason = f"multimodal: {len(self._modes)} modes, top holds {top.weight:.2f}"
-        elif top.spread_m > self.cfg.trust_spread_m:
-            reason = f"posterior spread {top.spread_m:.1f} m > {self.cfg.trust_spread_m} m"
-        elif self._z < self.cfg.trust_z:
-            reason = f"appearance evidence z={self._z:.1f} < {self.cfg.trust_z}"
-        elif self._converged < self.cfg.trust_min_frames:
-            reason = f"converging ({self._converged}/{self.cfg.trust_min_frames} frames)"
+        elif rivals:
+            reason = (f"ambiguous: {len(rivals)} other mode(s) fit the imagery as well as the top one "
+                      f"(e.g. {rivals[0].weight:.2f} of the weight, {self._dist_m(top, rivals[0]):.0f} m away)")
+        elif top.spread_m > cfg.trust_spread_m:
+            reason = f"posterior spread {top.spread_m:.1f} m > {cfg.trust_spread_m} m"
+        elif not (self._z >= cfg.trust_z and z_now >= cfg.trust_z_frame):
+            reason = f"appearance evidence z={z_now:.1f} (mean {self._z:.1f}) < {cfg.trust_z}"
+        elif not self._locked:
+            reason = f"evidence strong for {self._good_run}/{cfg.relock_frames} frames; not locked yet"
+        elif self._suspect:
+            reason = (f"evidence sagged below {cfg.trust_z - 1.0:.1f}: withholding fixes until strong for "
+                      f"{cfg.relock_frames} frames ({self._good_run} so far)")
+        elif self._converged < cfg.trust_min_frames:
+            reason = f"converging ({self._converged}/{cfg.trust_min_frames} frames)"
         trusted = reason == ""
-        # ---- resample and shrink to the tracking size once converged
-        n_target = self.cfg.n_particles if (self._locked and not self._global) or self._converged else None
-        if self._converged and self._global:
+        # ---- resample; back to the tracking size once locked
+        n_target = None
+        if self._locked and len(self.p) != cfg.n_particles:
+            n_target = cfg.n_particles
             self._global = False
-            n_target = self.cfg.n_particles
-        self._resample(n_target)
+        self._resample(n_target, rivals)
         timings["modes"] = (time.perf_counter() - t1) * 1e3
         hyps = [self._hypothesis(md, reason or "not trusted") for md in self._modes]
         fix = None
@@ -769,6 +889,10 @@ class VehicleLocalizer:
             prior_used=False, tile_lat=float(lat), tile_lon=float(lon),
         )
 
+    @staticmethod
+    def _dist_m(a: _Mode, b: _Mode) -> float:
+        return math.hypot(a.x - b.x, a.y - b.y)
+
     def _find_modes(self) -> list[_Mode]:
         """Weighted mean-shift modes of the particle cloud, heaviest first."""
         p, w = self.p, self.w
@@ -796,33 +920,72 @@ class VehicleLocalizer:
         modes.sort(key=lambda md: -md.weight)
         return modes
 
-    def _evidence_z(self, bev: BirdsEye, ncc: np.ndarray, top: _Mode) -> float:
-        """How much better the top mode's appearance fits than random road poses (z-score)."""
-        m = self._mosaic
-        k = self.cfg.null_samples
-        h, wd = m.valid.shape
-        xs = m.x0 + self.rng.uniform(0, wd * m.gsd, 4 * k)
-        ys = m.y0 - self.rng.uniform(0, h * m.gsd, 4 * k)
-        ok = self._road_points(4 * k, xs, ys)
-        xs, ys = xs[ok][:k], ys[ok][:k]
-        if len(xs) < 10:
+    def _evidence_z(self, bev: BirdsEye, ncc: np.ndarray, top: _Mode, temp: float) -> float:
+        """How much better the top mode fits the frame than clouds of poses around random road points (z-score).
+
+        The null is selected like the filter selects: each of ``null_samples`` random road poses gets a small
+        cloud of perturbed poses (about a converged mode's size) whose NCCs are averaged with the filter's
+        likelihood weights, so a mode that merely found the best local fit at a wrong place scores near 0.
+        """
+        cfg = self.cfg
+        try:
+            centres = self._draw_poses(cfg.null_samples)
+        except InputError:
             return 0.0
-        null, covf = bev_ncc(bev, m, xs, ys, self.rng.uniform(0, 360, len(xs)))
-        null = null[covf >= 0.5]
+        k = _NULL_CLOUD
+        poses = np.repeat(centres, k, axis=0)
+        poses[:, 0] += self.rng.normal(0, 1.0, len(poses))
+        poses[:, 1] += self.rng.normal(0, 1.0, len(poses))
+        poses[:, 2] += self.rng.normal(0, 3.0, len(poses))
+        null, covf = bev_ncc(bev, self._mosaic, poses[:, 0], poses[:, 1], poses[:, 2])
+        null = null.reshape(-1, k).astype(np.float64)
+        good = (covf.reshape(-1, k) >= 0.5).all(axis=1)
+        null = null[good]
         if len(null) < 10:
             return 0.0
+        wn = np.exp((null - null.max(axis=1, keepdims=True)) / temp)
+        fits = np.sum(wn * null, axis=1) / np.sum(wn, axis=1)
         ww = self.w[top.members]
         fit = float(np.sum(ww * ncc[top.members]) / max(ww.sum(), 1e-300))
-        return (fit - float(np.mean(null))) / max(float(np.std(null)), 1e-3)
+        return (fit - float(np.mean(fits))) / max(float(np.std(fits)), 1e-3)
 
-    def _resample(self, n_target: int | None) -> None:
+    def _rivals(self) -> list[_Mode]:
+        """Secondary modes whose particles fit the imagery about as well as the top mode's (running NCC)."""
+        if len(self._modes) < 2:
+            return []
+        best = []
+        for md in self._modes:
+            sc, ww = self.s[md.members], self.w[md.members]
+            ok = np.isfinite(sc)
+            best.append(float(np.sum(sc[ok] * ww[ok]) / ww[ok].sum()) if ok.any() and ww[ok].sum() > 0 else -math.inf)
+        self._mode_scores = best
+        return [md for md, b in zip(self._modes[1:], best[1:])
+                if b >= best[0] - self.cfg.ambiguity_margin and md.members.sum() >= 5]
+
+    def _resample(self, n_target: int | None, rivals: list[_Mode]) -> None:
+        """Systematic resampling (when the ESS is low or the size changes) that keeps ``mode_floor`` of the
+        particles, and so of the weight, on every rival mode.
+
+        Two places that explain the frames equally well would otherwise not keep equal weight: the mode with more
+        particles samples its peak better, gains weight every frame and starves the other (sample impoverishment),
+        and a wrong place could end up trusted. Rivals are judged by their particles' running NCC, not by weight.
+        """
         n = len(self.p) if n_target is None else int(n_target)
         ess = 1.0 / float(np.sum(self.w**2))
         if n == len(self.p) and ess >= 0.5 * n:
             return
+        q = self.w.copy()
+        beta = self.cfg.mode_floor
+        if rivals and beta * len(rivals) < 0.5:
+            q *= 1.0 - beta * len(rivals)
+            for md in rivals:
+                wm = np.where(md.members, self.w, 0.0)
+                q += beta * wm / max(wm.sum(), 1e-300)
+        q /= q.sum()
         u = (self.rng.uniform() + np.arange(n)) / n
-        idx = np.minimum(np.searchsorted(np.cumsum(self.w), u), len(self.w) - 1)
+        idx = np.minimum(np.searchsorted(np.cumsum(q), u), len(q) - 1)
         self.p = self.p[idx].copy()
+        self.s = self.s[idx].copy()
         self.w = np.full(n, 1.0 / n)
         for md in self._modes:
             md.members = md.members[idx]

@@ -66,22 +66,27 @@ class RoadGrid:
     """The drivable road raster of a world with helpers for the driver (metres <-> pixels, clearance).
 
     ``clearance`` is the distance (m) from each drivable pixel to the nearest non-drivable one (0 off road).
-    ``region`` (xmin, ymin, xmax, ymax) in UTM metres keeps the car inside a box (outside counts as off road).
+    ``region`` (xmin, ymin, xmax, ymax) in UTM metres keeps the car inside a box (outside counts as off road);
+    default: the world inset by ``edge_margin_m`` (a camera at the world's very edge sees nothing of it).
     """
 
-    def __init__(self, world, region: tuple[float, float, float, float] | None = None) -> None:
+    def __init__(self, world, region: tuple[float, float, float, float] | None = None,
+                 edge_margin_m: float = 25.0) -> None:
         drivable = RoadLayer.from_world(world).mask.copy()
         t = world.transform
         self.gsd = float(t.a)
         self.x0, self.y0 = float(t.c), float(t.f)
-        if region is not None:
-            xmin, ymin, xmax, ymax = (float(v) for v in region)
-            if not (xmin < xmax and ymin < ymax):
-                raise ConfigError(f"region must be (xmin, ymin, xmax, ymax) with min < max, got {region}")
-            rows, cols = drivable.shape
-            cx = self.x0 + (np.arange(cols) + 0.5) * self.gsd
-            cy = self.y0 - (np.arange(rows) + 0.5) * self.gsd
-            drivable &= ((cx >= xmin) & (cx <= xmax))[None, :] & ((cy >= ymin) & (cy <= ymax))[:, None]
+        if region is None:
+            bx0, by0, bx1, by1 = world.bounds()
+            m = min(float(edge_margin_m), 0.25 * (bx1 - bx0), 0.25 * (by1 - by0))
+            region = (bx0 + m, by0 + m, bx1 - m, by1 - m)
+        xmin, ymin, xmax, ymax = (float(v) for v in region)
+        if not (xmin < xmax and ymin < ymax):
+            raise ConfigError(f"region must be (xmin, ymin, xmax, ymax) with min < max, got {region}")
+        rows, cols = drivable.shape
+        cx = self.x0 + (np.arange(cols) + 0.5) * self.gsd
+        cy = self.y0 - (np.arange(rows) + 0.5) * self.gsd
+        drivable &= ((cx >= xmin) & (cx <= xmax))[None, :] & ((cy >= ymin) & (cy <= ymax))[:, None]
         self.drivable = drivable
         padded = np.pad(drivable.astype(np.uint8), 1)  # the world's edge counts as off road
         self.clearance = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1] * self.gsd
@@ -298,7 +303,8 @@ def plan_drive(world, duration_s: float, speed_mps: float, rng, region=None, dt:
     The car starts at a random point in the middle of a drivable road (seeded by ``rng``, a numpy Generator
     or an int), accelerates to ``speed_mps`` (at most 40), slows to half speed for turns and junctions,
     takes a random branch at every junction and turns round at dead ends and at the edge of ``region``
-    ((xmin, ymin, xmax, ymax) in UTM metres of ``world.crs``; default the whole world). With ``kidnap_at_s``
+    ((xmin, ymin, xmax, ymax) in UTM metres of ``world.crs``; default the world inset by 25 m, so that the
+    camera always sees the world). With ``kidnap_at_s``
     the car is teleported at that time to a road at least 150 m away. The pose heading is the direction of
     travel; the camera height is GroundPose's default.
     """

@@ -1,0 +1,185 @@
+"""Vehicle localizer (particle filter): convergence, accuracy, multimodality, kidnap, bad odometry, off-map.
+
+A 300 m procedural world, its tile index (ImageNet encoder), street-level drives rendered in another season.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gleam_ros.core.camera import CameraIntrinsics
+from gleam_ros.core.encoder import TorchBackend
+from gleam_ros.core.errors import ConfigError, InputError
+from gleam_ros.core.geo import distance_m, heading_diff_deg
+from gleam_ros.core.index import TileIndex
+from gleam_ros.core.localizer import STATUS_TRUSTED, PositionPrior
+from gleam_ros.core.maps import map_from_array
+from gleam_ros.core.sim.drive import simulate_drive
+from gleam_ros.core.sim.world import WorldConfig, make_world
+from gleam_ros.core.tiles import TileSpec, iter_tiles
+from gleam_ros.core.vehicle import OdometrySample, RoadLayer, VehicleConfig, VehicleLocalizer
+
+INTR = CameraIntrinsics.from_fov(240, 180, 90.0)
+SPEC = TileSpec(size_m=100.0, overlap=0.5, gsd_m=0.5)
+CFG = VehicleConfig(n_particles=500, n_particles_global=2500)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(WorldConfig(seed=3, size_m=300.0, gsd_m=0.5, season="summer"))
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return TorchBackend(threads=1)
+
+
+@pytest.fixture(scope="module")
+def index(world, backend):
+    return TileIndex.build(iter_tiles(world.satellite_map(), SPEC), backend, progress=False)
+
+
+def run(loc: VehicleLocalizer, frames, odom, gps_until_s: float = -1.0, intr=INTR):
+    """Feed a drive through the localizer; returns per frame (frame, result, error of the top hypothesis)."""
+    out, k = [], 0
+    for f in frames:
+        while k < len(odom) and odom[k].t <= f.t:
+            assert loc.on_odometry(odom[k]) is None
+            k += 1
+        prior = PositionPrior(f.lat, f.lon, 10.0) if f.t <= gps_until_s else None
+        res = loc.localize(f.image, f.t, intrinsics=intr, gps_prior=prior)
+        top = res.fix or (res.hypotheses[0] if res.hypotheses else None)
+        err = float(distance_m(top.lat, top.lon, f.lat, f.lon)) if top else math.inf
+        out.append((f, res, err))
+    return out
+
+
+@pytest.fixture(scope="module")
+def kidnap_run(world, backend, index):
+    frames, odom = simulate_drive(world, duration_s=45.0, fps=2.0, modality="ground", intr=INTR, rng=1,
+                                  kidnap_at_s=10.0, season="autumn")
+    loc = VehicleLocalizer(backend, index, CFG, roads=RoadLayer.from_world(world), seed=0)
+    return loc, run(loc, frames, odom, gps_until_s=1.0)
+
+
+def test_tracks_after_gps_loss_with_accurate_fix_and_spread_covariance(kidnap_run):
+    _, rows = kidnap_run
+    first = next(f.t for f, res, _ in rows if res.fix is not None)
+    assert first <= 5.0, f"first trusted fix only at {first} s"
+    before = [r for r in rows if first <= r[0].t < 10.0]  # GPS was lost at 1 s; the kidnap comes at 10 s
+    fixes = [(f, res.fix, e) for f, res, e in before if res.fix is not None]
+    assert len(fixes) >= 0.7 * len(before), f"trusted on {len(fixes)} of {len(before)} frames without GPS"
+    errs = np.array([e for _, _, e in fixes])
+    assert errs.max() < 3.0, f"trusted fix errors up to {errs.max():.1f} m"
+    herr = np.array([abs(float(heading_diff_deg(fx.heading_deg, f.pose.heading_deg))) for f, fx, _ in fixes])
+    assert herr.max() < 5.0
+    for _, fx, _ in fixes:
+        assert fx.status == STATUS_TRUSTED and np.all(np.isfinite(fx.cov_en)) and np.trace(fx.cov_en) > 0
+        assert np.isfinite(fx.heading_std_deg)
+    traces = {round(float(np.trace(fx.cov_en)), 6) for _, fx, _ in fixes}
+    assert len(traces) > len(fixes) // 2  # the covariance is the posterior spread, not a constant
+
+
+def test_kidnap_detected_and_recovered_without_false_fixes(kidnap_run):
+    loc, rows = kidnap_run
+    assert loc.kidnaps >= 1
+    t_kid = next(f.t for f, _, _ in rows if f.kidnapped)
+    false = [(f.t, e) for f, res, e in rows if res.fix is not None and e > 25.0]
+    assert not false, f"trusted fixes far off: {false}"
+    detected = [res for f, res, _ in rows if t_kid <= f.t <= t_kid + 8.0 and "kidnapped" in res.filter.reason]
+    assert detected, "the teleport was not detected within 8 s"
+    after = [(f.t, e) for f, res, e in rows if f.t > t_kid and res.fix is not None]
+    assert after and max(e for _, e in after) < 3.0, f"no accurate trusted fix after the kidnap: {after}"
+
+
+def test_no_fix_while_two_identical_places(world, backend):
+    """The west half of the world twice, side by side: the filter must see two modes and publish no fix."""
+    h, w = world.shape
+    half = w // 2
+    sat = world.satellite.copy()
+    sat[:, half:2 * half] = sat[:, :half]
+    road = RoadLayer.from_world(world).mask.copy()
+    road[:, half:2 * half] = road[:, :half]
+    gmap = map_from_array(sat, world.crs, world.transform, name="twins")
+    twins = TileIndex.build(iter_tiles(gmap, SPEC), backend, progress=False)
+    x0 = world.transform.c
+    region = (x0 + 25.0, world.bounds()[1] + 25.0, x0 + half * 0.5 - 30.0, world.bounds()[3] - 25.0)
+    frames, odom = simulate_drive(world, duration_s=12.0, fps=2.0, modality="ground", intr=INTR, rng=2,
+                                  region=region, season="autumn")
+    loc = VehicleLocalizer(backend, twins, CFG, roads=RoadLayer(road, world.crs, world.transform), seed=0)
+    rows = run(loc, frames, odom)
+    assert all(res.fix is None for _, res, _ in rows), [(f.t, round(e, 1), res.filter.reason) for f, res, e in rows]
+    last = rows[-1][1]
+    modes = [hy for hy in last.hypotheses if hy.similarity >= 0.005]  # similarity = the mode's posterior weight
+    assert len(modes) >= 2
+    assert "multimodal" in last.filter.reason or "ambiguous" in last.filter.reason
+    # the two heavy modes are the true place and its twin 150 m east
+    f = rows[-1][0]
+    d = sorted(float(distance_m(hy.lat, hy.lon, f.lat, f.lon)) for hy in modes[:2])
+    assert d[0] < 3.0 and abs(d[1] - half * 0.5) < 3.0, d
+
+
+def test_off_map_gives_no_fix(world, backend):
+    """Imagery only for the west of the world; the car drives in the east with GPS: no fix, a reason."""
+    tiles = [t for t in iter_tiles(world.satellite_map(), SPEC) if t.x0 + t.size_m <= world.transform.c + 150.0]
+    west = TileIndex.build(tiles, backend, progress=False)
+    x0, y0, x1, y1 = world.bounds()
+    frames, odom = simulate_drive(world, duration_s=6.0, fps=2.0, modality="ground", intr=INTR, rng=3,
+                                  region=(x0 + 190.0, y0 + 25.0, x1 - 25.0, y1 - 25.0))
+    loc = VehicleLocalizer(backend, west, CFG, roads=RoadLayer.from_world(world), seed=0)
+    rows = run(loc, frames, odom, gps_until_s=10.0)
+    assert all(res.fix is None for _, res, _ in rows)
+    assert "off the map" in rows[-1][1].filter.reason
+
+
+def test_bad_odometry_is_rejected_with_reasons(world, backend, index):
+    loc = VehicleLocalizer(backend, index, CFG, roads=RoadLayer.from_world(world))
+    ok = OdometrySample(1.0, 5.0, 0.0, 0.05, 0.005)
+    assert loc.on_odometry(ok) is None
+    assert "non-finite" in loc.on_odometry(OdometrySample(1.05, math.nan, 0.0, 0.05, 0.005))
+    assert "non-finite" in loc.on_odometry(OdometrySample(1.05, 5.0, math.inf, 0.05, 0.005))
+    assert "out of order" in loc.on_odometry(OdometrySample(0.5, 5.0, 0.0, 0.05, 0.005))
+    assert "jump" in loc.on_odometry(OdometrySample(1.05, 25.0, 0.0, 0.05, 0.005))
+    assert "implausible" in loc.on_odometry(OdometrySample(1.05, 5.0, 9.0, 0.05, 0.005))
+    assert "negative" in loc.on_odometry(OdometrySample(1.05, 5.0, 0.0, -0.05, 0.005))
+    assert loc.status()["rejected_odometry"] == 6
+    assert loc.on_odometry(OdometrySample(1.05, 5.1, 0.0, 0.05, 0.005)) is None  # good data still flows
+    frames, _ = simulate_drive(world, duration_s=0.5, fps=2.0, modality="ground", intr=INTR, rng=1)
+    f = frames[0]
+    loc.localize(f.image, 3.0, intrinsics=INTR, gps_prior=PositionPrior(f.lat, f.lon, 10.0))
+    assert "too late" in loc.on_odometry(OdometrySample(2.0, 5.0, 0.0, 0.05, 0.005))
+
+
+def test_frames_without_odometry_give_no_fix(world, backend, index):
+    frames, odom = simulate_drive(world, duration_s=6.0, fps=2.0, modality="ground", intr=INTR, rng=1)
+    loc = VehicleLocalizer(backend, index, CFG, roads=RoadLayer.from_world(world), seed=0)
+    rows = run(loc, frames[:5], odom, gps_until_s=0.0)  # odometry up to 2.0 s
+    for f in frames[6:]:  # frames keep coming from 3.0 s, odometry stopped (older than max_odom_gap_s = 0.5 s)
+        res = loc.localize(f.image, f.t, intrinsics=INTR)
+        assert res.fix is None and "odometry" in res.filter.reason
+    assert loc.status()["odom_age_s"] > 0.5
+    assert rows  # the first part ran
+
+
+def test_bad_frames_and_config(world, backend, index):
+    loc = VehicleLocalizer(backend, index, CFG)
+    img = np.zeros((180, 240, 3), np.uint8)
+    with pytest.raises(InputError, match="intrinsics"):
+        loc.localize(img, 0.0)
+    with pytest.raises(InputError, match="finite"):
+        loc.localize(img, math.nan, intrinsics=INTR)
+    with pytest.raises(InputError, match="frame"):
+        loc.localize(np.zeros((4, 4), np.uint8), 0.0, intrinsics=INTR)
+    with pytest.raises(InputError, match="intrinsics are for"):
+        loc.localize(np.zeros((100, 100, 3), np.uint8), 0.0, intrinsics=INTR)
+    for kw, match in [({"modality": "uav"}, "modality"), ({"n_particles": 5000}, "n_particles"),
+                      ({"ncc_temperature": 0.0}, "ncc_temperature"), ({"kidnap_z": 5.0}, "kidnap_z"),
+                      ({"camera_pitch_deg": 80.0}, "camera_pitch_deg"), ({"trust_mode_weight": 1.5}, "trust_mode"),
+                      ({"n_particles": 2.5}, "n_particles")]:
+        with pytest.raises(ConfigError, match=match):
+            VehicleConfig(**kw)
+    with pytest.raises(ConfigError, match="roads"):
+        VehicleLocalizer(backend, index, CFG, roads=np.zeros((3, 3), bool))
