@@ -14,6 +14,7 @@ from gleam_ros.core.camera import CameraIntrinsics
 from gleam_ros.core.errors import ConfigError, InputError
 from gleam_ros.core.sim.street import (
     KIND_CROWN,
+    KIND_FAR,
     KIND_GROUND,
     KIND_ROOF,
     KIND_SKY,
@@ -155,6 +156,27 @@ def test_panorama_column_maps_to_azimuth():
         lay3 = panorama_layers(scene, GroundPose(x, y, heading_deg=az_c, height_m=c, pitch_deg=pitch), W, Hh)
         v = (90.0 - (el0 - pitch)) / 180.0 * Hh - 0.5
         assert _first_row(lay3.kind[:, u0] == KIND_WALL) == pytest.approx(v + 0.5, abs=1.0), pitch
+
+
+def test_beyond_the_edge_the_world_continues_mirrored():
+    edge = E0 + SIDE * GSD  # the east edge
+    y = CAM[1]
+    box = (edge - 35.0, y - 5.0, edge - 25.0, y + 5.0, 10.0)
+    scene = _scene([box])
+    c = 1.6
+    lay = ground_layers(scene, GroundPose(edge - 10.0, y, heading_deg=90.0, height_m=c), INTR)
+    col = lay.kind[:, 320]
+    # the box's mirror image: its near face 25 m beyond the edge, 35 m from the camera, marked as such
+    first = _first_row(col != KIND_SKY)
+    assert first == pytest.approx(INTR.cy - INTR.fy * (10.0 - c) / 35.0 + 0.5, abs=1.0)
+    assert (col[first:first + 20] == KIND_FAR).all()
+    assert lay.depth_m[first + 5, 320] == pytest.approx(35.0, abs=0.05)
+    assert not (lay.kind == KIND_WALL).any()  # the real box is behind the camera
+    # the ground beyond the edge is the world's ground (grass), not a void
+    below = slice(262, 300)  # 30..40 m away, beyond the edge, left of the mirrored box
+    assert (lay.kind[below, 100] == KIND_FAR).all()
+    g = lay.rgb[below, 100].astype(int)
+    assert (g[:, 1] > g[:, 0] + 10).all() and (g[:, 1] > g[:, 2] + 10).all()  # green: grass
 
 
 def _row_where_depth_passes(depth_col, dist):

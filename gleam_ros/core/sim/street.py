@@ -18,8 +18,9 @@ facades by the wall distance and the pixel's height on the wall (storeys with wi
 shading), crowns with leaf texture above a trunk. Forest trees keep a dark undergrowth band below their
 crowns; under a free-standing tree's rounded crown a second pass without trees (only over the columns that
 need it) shows what lies behind. Ground colours come from the orthophoto's pyramid level that matches each
-pixel's footprint. Beyond the world's edge the flat ground runs to the horizon under a distant tree line;
-above it a season's sky gradient with clouds; everything is blended into the haze with distance (aerial
+pixel's footprint. Beyond its edges the world continues as its mirror image (so that no view looks into a
+void; those pixels are marked :data:`KIND_FAR`); rays end 1.2 km out, where flat ground meets a distant tree
+line; above it a season's sky gradient with clouds; everything is blended into the haze with distance (aerial
 perspective). A pinhole frame (any ``K``, pitch, roll) is resampled from a panorama rendered only over the
 azimuth/elevation range the frame needs, at up to 1.25x the frame's angular resolution, so its geometry is
 exact up to bilinear resampling.
@@ -56,9 +57,11 @@ MAX_TILT_DEG = 30.0
 # Pixel kinds of :class:`StreetLayers.kind`.
 KIND_SKY, KIND_FAR, KIND_GROUND, KIND_WALL, KIND_ROOF, KIND_CROWN, KIND_OTHER = 0, 1, 2, 3, 4, 5, 6
 #: Names of the values of :attr:`StreetLayers.kind`.
-KIND_NAMES = {KIND_SKY: "sky", KIND_FAR: "beyond the world's edge", KIND_GROUND: "ground (road, grass, water, ...)",
-              KIND_WALL: "building facade", KIND_ROOF: "roof", KIND_CROWN: "tree (crown, trunk)",
-              KIND_OTHER: "other raised object"}
+KIND_NAMES = {
+    KIND_SKY: "sky", KIND_FAR: "beyond the world's edge (its mirror image, or past 1.2 km)",
+    KIND_GROUND: "ground (road, grass, water, ...)", KIND_WALL: "building facade", KIND_ROOF: "roof",
+    KIND_CROWN: "tree (crown, trunk)", KIND_OTHER: "other raised object",
+}
 
 # Building kinds of the world's layout (see world._B_*): sheds and barns get no windows.
 _NO_WINDOW_KINDS = (1, 4)
@@ -83,6 +86,8 @@ _FACADES = {
 # in the corners, is cos^2 of the corner angle times the centre's): 1.25 keeps 640x480 at 70 deg sharp
 # nearly to the corners at about a third of the cost of full corner density.
 _OVERSAMPLE = 1.25
+# How far rays march (m): beyond the world's edges its mirror image stands in; past this, a distant tree line.
+_REACH_M = 1200.0
 _WINDOW = np.array((0.12, 0.15, 0.19), np.float32)
 _TRUNK = np.array((0.16, 0.12, 0.09), np.float32)
 _STOREY_M = 3.0
@@ -209,9 +214,6 @@ class StreetScene:
                               f"got {self.building_kind.shape}")
         self._frames = _building_frames(self.building_id, nb, transform)
         self._facade = _facade_colours(self.building_kind, self.appearance_seed)
-        g = (self.label == CLASSES["grass"]) | (self.label == CLASSES["field"]) | (self.label == CLASSES["forest"])
-        sub = self.top_rgb[::7, ::7][g[::7, ::7]] if g[::7, ::7].any() else self.top_rgb[::7, ::7].reshape(-1, 3)
-        self._far_ground = np.median(sub.reshape(-1, 3), axis=0).astype(np.float32) / 255.0
         self._sky_noise = _tileable_noise(np.random.default_rng([self.appearance_seed, 901]), 256, (64, 32, 12))
         self._treeline = _tileable_noise(np.random.default_rng([self.appearance_seed, 902]), 720, (90, 24, 6), 1)
         self._grain = _tileable_noise(np.random.default_rng([self.appearance_seed, 904]), 256, (128, 32, 4, 1))
@@ -417,7 +419,8 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
     c = float(pose.height_m)
     x0, y0 = float(pose.x), float(pose.y)
     xmin, ymin, xmax, ymax = scene.bounds()
-    d_max = math.hypot(max(x0 - xmin, xmax - x0), max(y0 - ymin, ymax - y0)) + scene.gsd
+    # beyond its edges the world continues mirrored (so that no view looks into a void); rays end at _REACH_M
+    d_max = max(math.hypot(max(x0 - xmin, xmax - x0), max(y0 - ymin, ymax - y0)) + scene.gsd, _REACH_M)
     d = _march_distances(scene.gsd, d_max)  # (S,)
     az = np.radians(np.asarray(az_deg, np.float64))
     pix_rad = float(abs(az[1] - az[0])) if len(az) > 1 else 1e-3  # angular pixel pitch
@@ -428,14 +431,10 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
     t = scene.transform
 
     D = np.broadcast_to(d[:, None], (S, W))
-    fx_, fy_ = (x0 + D * sa - t.c) / t.a, (y0 + D * ca - t.f) / t.e
-    inside = (fx_ >= 0) & (fx_ < Ws) & (fy_ >= 0) & (fy_ < Hs)
     ci, cj = _cell(y0 + D * ca, x0 + D * sa, t, Hs, Ws)
-    # once a column leaves the (convex) world it stays out
-    inside = np.logical_and.accumulate(inside, axis=0)
-    h = np.where(inside, scene.height[ci, cj], np.float32(0)).astype(np.float64)
+    h = scene.height[ci, cj].astype(np.float64)
     h_prev = np.vstack([np.zeros((1, W)), h[:-1]])
-    rise = inside & (h > h_prev + 1e-3)
+    rise = h > h_prev + 1e-3
     # refine the wall distance of every rise by bisection between the previous and this step
     d_wall = D.copy()
     h_wall = h.copy()
@@ -457,9 +456,9 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
     neg_inf = -np.inf
     e_wall = np.where(rise, np.degrees(np.arctan2(h_wall - c, d_wall)), neg_inf)
     d_next = np.append(d[1:], d[-1] * 1.01)[:, None]
-    top_ok = inside & (h < c)
+    top_ok = h < c
     e_top = np.where(top_ok, np.degrees(np.arctan2(h - c, d_next)), neg_inf)
-    # the far ground beyond the world's edge and a distant tree line, then the sky
+    # beyond the reach: flat ground and a distant tree line, then the sky
     tl_u = ((az / (2 * np.pi)) % 1.0) * scene._treeline.shape[1]
     tree_el = 0.15 + 1.1 * scene._treeline[0, np.clip(tl_u.astype(np.int64), 0, scene._treeline.shape[1] - 1)]
     E = np.empty((2 * S + 2, W))
@@ -492,7 +491,8 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
         # texels per image pixel (geometric mean of the footprint across and along the ray): pick the
         # orthophoto's pyramid level that matches, so far fields and markings do not alias
         foot = dist * pix_rad / scene.gsd / np.sqrt(np.maximum(-te / np.sqrt(1 + te * te), 0.02))
-        col = _sample_mip(scene._pyramid, (px - t.c) / t.a, (py - t.f) / t.e, foot)
+        gx, gy = (px - t.c) / t.a, (py - t.f) / t.e
+        col = _sample_mip(scene._pyramid, _fold(gx, Ws), _fold(gy, Hs), foot)
         # fine grain (asphalt, grass blades) where the orthophoto's pixels are larger than the image's
         near = np.flatnonzero(dist < 25.0)
         if len(near):
@@ -509,6 +509,7 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
         kt[raised] = KIND_OTHER
         kt[raised & (scene.building_id[ti, tj] > 0)] = KIND_ROOF
         kt[raised & (scene.tree_id[ti, tj] > 0)] = KIND_CROWN
+        kt[(gx < 0) | (gx >= Ws) | (gy < 0) | (gy >= Hs)] = KIND_FAR
         kind[idx] = kt
     # raised sides: facades, roof slopes seen from below, crowns, anything else
     idx = np.flatnonzero((seg < 2 * S) & (seg % 2 == 0))
@@ -526,7 +527,17 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
         forest = np.array((0.12, 0.17, 0.11), np.float32) if scene.season != "winter" else np.array(
             (0.30, 0.32, 0.34), np.float32)
         depth[idx] = np.where(below, c / np.maximum(-te, 1e-9), 4000.0)
-        rgb[idx] = _haze(np.where(below[:, None], scene._far_ground, forest), depth[idx], horizon_c, vis)
+        col = np.broadcast_to(forest, (len(idx), 3)).copy()
+        b = np.flatnonzero(below)
+        if len(b):
+            # beyond the reach: the world's ground, mirrored, under the haze
+            dist = np.minimum(depth[idx][b], 8000.0)
+            u = idx[b] % W
+            fx_b = _fold((x0 + dist * sa[u] - t.c) / t.a, Ws)
+            fy_b = _fold((y0 + dist * ca[u] - t.f) / t.e, Hs)
+            foot = dist * pix_rad / scene.gsd / np.sqrt(np.maximum(-te[b] / np.sqrt(1 + te[b] ** 2), 0.02))
+            col[b] = _sample_mip(scene._pyramid, fx_b, fy_b, foot)
+        rgb[idx] = _haze(col, depth[idx], horizon_c, vis)
         kind[idx] = KIND_FAR
     sky = np.flatnonzero(kind == KIND_SKY)
     if len(sky):
@@ -546,6 +557,15 @@ def _render_grid(scene: StreetScene, pose: GroundPose, az_deg: np.ndarray, el_de
     return StreetLayers(out, depth, kind)
 
 
+def _fold(v: np.ndarray, n: int) -> np.ndarray:
+    """Continuous grid coordinates mirrored back into [0, n] (reflection at both edges, repeated)."""
+    v = np.asarray(v, np.float64)
+    if v.size == 0 or (float(v.min()) >= 0.0 and float(v.max()) <= n):
+        return v
+    r = np.mod(v, 2.0 * n)
+    return np.where(r > n, 2.0 * n - r, r)
+
+
 def _sample_mip(pyramid: list[np.ndarray], x: np.ndarray, y: np.ndarray, foot: np.ndarray) -> np.ndarray:
     """Colours (N, 3) at level-0 continuous pixel coordinates (x, y) (corners at integers), each from the
     pyramid level whose texel matches its footprint ``foot`` (level-0 texels per image pixel)."""
@@ -554,7 +574,7 @@ def _sample_mip(pyramid: list[np.ndarray], x: np.ndarray, y: np.ndarray, foot: n
     for lv in np.unique(level):
         m = np.flatnonzero(level == lv)
         k = float(2 ** int(lv))
-        out[m] = _sample(pyramid[int(lv)], x[m] / k - 0.5, y[m] / k - 0.5)
+        out[m] = _sample(pyramid[int(lv)], x[m] / k - 0.5, y[m] / k - 0.5, cv2.BORDER_REFLECT)
     return out
 
 
@@ -565,10 +585,31 @@ def _haze(col: np.ndarray, dist: np.ndarray, horizon, vis: float) -> np.ndarray:
 
 
 def _cell(y: np.ndarray, x: np.ndarray, t: affine.Affine, Hs: int, Ws: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, col) indices of the grid cells holding UTM points (clipped to the grid)."""
-    i = np.clip(np.floor((y - t.f) / t.e).astype(np.int64), 0, Hs - 1)
-    j = np.clip(np.floor((x - t.c) / t.a).astype(np.int64), 0, Ws - 1)
-    return i, j
+    """(row, col) indices of the grid cells holding UTM points; outside the grid, of the mirrored world."""
+    return _fold_cells(np.floor((y - t.f) / t.e).astype(np.int64), Hs), \
+        _fold_cells(np.floor((x - t.c) / t.a).astype(np.int64), Ws)
+
+
+def _fold_cells(i: np.ndarray, n: int) -> np.ndarray:
+    """Cell indices mirrored into [0, n) (cell -1 mirrors to 0, n to n - 1, and so on)."""
+    if i.size and (int(i.min()) < 0 or int(i.max()) >= n):
+        i = np.mod(i, 2 * n)
+        np.subtract(2 * n - 1, i, out=i, where=i >= n)
+    return i
+
+
+def _fold_xy(t: affine.Affine, Hs: int, Ws: int, x: np.ndarray, y: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """UTM points mirrored into the world: (x, y) there, the mirror sign (+1 / -1) of each axis, and whether
+    the point lies outside the world."""
+    gx, gy = (x - t.c) / t.a, (y - t.f) / t.e
+    out = (gx < 0) | (gx >= Ws) | (gy < 0) | (gy >= Hs)
+    if not out.any():
+        one = np.ones(len(gx))
+        return x, y, one, one, out
+    sx = 1.0 - 2.0 * np.mod(np.floor(gx / Ws), 2)
+    sy = 1.0 - 2.0 * np.mod(np.floor(gy / Hs), 2)
+    return t.c + _fold(gx, Ws) * t.a, t.f + _fold(gy, Hs) * t.e, sx, sy, out
 
 
 def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndarray, tan_el: np.ndarray,
@@ -585,6 +626,8 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
     z = c + dw * tan_el
     inner = dw + 1e-3  # just inside the object: the bisection leaves dw on its inner side
     wi, wj = _cell(y0 + inner * ca, x0 + inner * sa, t, Hs, Ws)
+    # the hit point in the world (mirrored back when the ray met the mirror image beyond the edge)
+    hx, hy, mx, my, beyond = _fold_xy(t, Hs, Ws, x0 + inner * sa, y0 + inner * ca)
     bid, tid = scene.building_id[wi, wj], scene.tree_id[wi, wj]
     col = np.zeros((len(dw), 3), np.float32)
     kind = np.full(len(dw), KIND_OTHER, np.uint8)
@@ -592,10 +635,9 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
     wall = (bid > 0) & (hprev <= 0)
     top = np.zeros((len(dw), 3), np.float32)  # the colour seen from above, where it is used (not on facades)
     nw = np.flatnonzero(~wall)
-    top[nw] = _sample(scene.top_rgb, (x0 + inner[nw] * sa[nw] - t.c) / t.a - 0.5,
-                      (y0 + inner[nw] * ca[nw] - t.f) / t.e - 0.5)
+    top[nw] = _sample(scene.top_rgb, (hx[nw] - t.c) / t.a - 0.5, (hy[nw] - t.f) / t.e - 0.5)
     if wall.any():
-        col[wall] = _facade(scene, bid[wall], x0 + dw[wall] * sa[wall], y0 + dw[wall] * ca[wall], z[wall], htop[wall])
+        col[wall] = _facade(scene, bid[wall], hx[wall], hy[wall], z[wall], htop[wall])
         kind[wall] = KIND_WALL
     roof = (bid > 0) & (hprev > 0)
     col[roof] = top[roof] * np.float32(0.8)
@@ -604,7 +646,7 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
     if tree.any():
         zt, ht, ti = z[tree], htop[tree], tid[tree]
         # texture coordinate around the trunk: arc length on the crown's side (world-fixed, smooth)
-        rx, ry = x0 + dw[tree] * sa[tree] - scene._tree_xy[ti, 0], y0 + dw[tree] * ca[tree] - scene._tree_xy[ti, 1]
+        rx, ry = hx[tree] - scene._tree_xy[ti, 0], hy[tree] - scene._tree_xy[ti, 1]
         lateral = np.arctan2(rx, ry) * np.hypot(rx, ry) + 7.3 * ti
         g = scene._grain
         n = g.shape[0]
@@ -616,7 +658,10 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
         # undergrowth, or what lies behind a free-standing tree (``under``: filled in by the caller)
         is_open = scene._tree_open[ti]
         top_t = scene._tree_top[ti]
-        off = np.abs((scene._tree_xy[ti, 0] - x0) * ca[tree] - (scene._tree_xy[ti, 1] - y0) * sa[tree])
+        # the trunk's offset from the ray, with the tree where the ray met it (its mirror image, maybe)
+        tx = x0 + inner[tree] * sa[tree] - mx[tree] * rx
+        ty = y0 + inner[tree] * ca[tree] - my[tree] * ry
+        off = np.abs((tx - x0) * ca[tree] - (ty - y0) * sa[tree])
         rel = np.clip(off / scene._tree_r[ti], 0, 1)
         low = np.where(scene._tree_conifer[ti], 0.08, 0.3)  # conifers keep branches low
         base = np.where(is_open, low * (1 + rel * rel), 0.18) * top_t  # a rounded underside on free trees
@@ -632,6 +677,7 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
     if rest.any():
         zr = np.clip(z[rest] / np.maximum(htop[rest], 1e-3), 0, 1)[:, None].astype(np.float32)
         col[rest] = top[rest] * (np.float32(0.55) + np.float32(0.35) * zr)
+    kind[beyond] = KIND_FAR
     return col, dw.astype(np.float32), kind, under
 
 
