@@ -182,7 +182,7 @@ def test_make_default_ships_only_if_better(tmp_path, data, full_run, monkeypatch
     monkeypatch.setattr(make_default, "bench_sets", lambda *a, **k: ([], kinds))
     kinds_p = {**kinds, "bench/w/uav->satellite": "panorama"}
     for gain, shipped in ((-0.05, False), (0.05, True)):
-        def fake_bench(cks, sets, device, g=gain):
+        def fake_bench(cks, sets, device, g=gain, **kw):
             r = _fake_results(g)
             r[cks[0]] = r.pop("ck")
             return r
@@ -194,7 +194,7 @@ def test_make_default_ships_only_if_better(tmp_path, data, full_run, monkeypatch
         assert dec["shipped_to"] is None and not ship.exists()
         monkeypatch.setattr(make_default, "bench_sets", lambda *a, **k: ([], {**kinds_p, "bench/x/uav->satellite": "ground"}))
 
-        def fake_bench2(cks, sets, device, g=gain):
+        def fake_bench2(cks, sets, device, g=gain, **kw):
             r = fake_bench(cks, sets, device, g)
             for m in r.values():
                 m["results"]["bench/x/uav->satellite"] = dict(m["results"]["bench/w/uav->satellite"])

@@ -1,7 +1,7 @@
 """Retrieval per modality on held-out ground: the ImageNet encoder vs trained checkpoints, in the same run.
 
 ``python -m training.bench_recall --checkpoint runs/x/final [--map ../shared/data/turku_satellite]
-[--world-seed 4242] [--queries 100] [--out docs/bench/gleam_c_recall.json] [--plot docs/bench/gleam_c_recall.png]``
+[--world-seed 4242] [--queries 60] [--out docs/bench/gleam_c_recall.json] [--plot docs/bench/gleam_c_recall.png]``
 
 Benchmark sets (generated once into ``--cache-dir`` with :mod:`training.simdata`; no training config uses them):
 
@@ -42,8 +42,8 @@ __all__ = ["bench_sets", "compare", "main", "plot_bench", "recall_table", "run_b
 KINDS = ("uav-world", "uav-real", "ground", "panorama", "map")
 
 
-def bench_sets(world_seeds: list[int], maps: list[str], queries: int = 100, cache_dir: str = "data/bench",
-               world_size_m: float = 800.0, progress: bool = True, map_holdout: tuple[str, float] = ("north", 0.4),
+def bench_sets(world_seeds: list[int], maps: list[str], queries: int = 60, cache_dir: str = "data/bench",
+               world_size_m: float = 600.0, progress: bool = True, map_holdout: tuple[str, float] = ("north", 0.4),
                modalities: tuple[str, ...] = SIM_MODALITIES) -> tuple[list[RetrievalSet], dict[str, str]]:
     """The benchmark's retrieval sets (generated into ``cache_dir`` on first use) and the kind of each
     query -> satellite result key (``"<set>/<modality>->satellite"`` -> one of :data:`KINDS`)."""
@@ -69,18 +69,29 @@ def bench_sets(world_seeds: list[int], maps: list[str], queries: int = 100, cach
     return sets, kinds
 
 
+def _bench_one(ck: str, sets: list[RetrievalSet], device: str, n_rot: int, batch_size: int, progress: bool) -> dict:
+    model, card = load_model(ck)
+    t0 = time.perf_counter()
+    res = evaluate_sets(model, card, sets, device=device, n_rot={"uav": n_rot}, batch_size=batch_size,
+                        progress=progress)
+    return {"name": card.name, "seconds": round(time.perf_counter() - t0, 1), "results": res}
+
+
 def run_bench(checkpoints: list[str], sets: list[RetrievalSet], device: str = "cpu", n_rot: int = 8,
-              batch_size: int = 32, progress: bool = True) -> dict:
-    """Metrics per model (``imagenet`` first) and set/direction."""
-    out: dict[str, dict] = {}
-    for ck in ["imagenet", *[c for c in checkpoints if c != "imagenet"]]:
-        model, card = load_model(ck)
-        t0 = time.perf_counter()
-        res = evaluate_sets(model, card, sets, device=device, n_rot={"uav": n_rot}, batch_size=batch_size,
-                            progress=progress)
-        out[ck] = {"name": card.name, "seconds": round(time.perf_counter() - t0, 1), "results": res}
-        del model
-    return out
+              batch_size: int = 32, progress: bool = True, jobs: int = 1) -> dict:
+    """Metrics per model (``imagenet`` first) and set/direction, on the same sets in this one call.
+
+    ``jobs`` > 1 embeds that many models at once in separate processes (same numbers; faster on a shared CPU).
+    """
+    cks = ["imagenet", *[c for c in checkpoints if c != "imagenet"]]
+    if jobs <= 1 or len(cks) == 1:
+        return {ck: _bench_one(ck, sets, device, n_rot, batch_size, progress) for ck in cks}
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(cks)), mp_context=mp.get_context("spawn")) as ex:
+        futs = {ck: ex.submit(_bench_one, ck, sets, device, n_rot, batch_size, False) for ck in cks}
+        return {ck: f.result() for ck, f in futs.items()}
 
 
 def compare(results: dict, metric: str = "R@1") -> tuple[str, dict]:
@@ -184,12 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--map-holdout", default="north:0.4", help="held-out area of the real maps: side:fraction")
     ap.add_argument("--world-seed", type=int, action="append", default=None,
                     help="held-out procedural world seed (repeatable; default 4242)")
-    ap.add_argument("--world-size", type=float, default=800.0, help="side of the held-out world, metres")
-    ap.add_argument("--queries", type=int, default=100, help="queries per set")
+    ap.add_argument("--world-size", type=float, default=600.0, help="side of the held-out world, metres")
+    ap.add_argument("--queries", type=int, default=60, help="queries per set")
     ap.add_argument("--n-rot", type=int, default=8, help="yaw hypotheses per UAV query")
     ap.add_argument("--cache-dir", default="data/bench")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=1, help="models embedded at once (separate processes)")
     ap.add_argument("--out", default=None, help="write JSON results here (and a .md table next to it)")
     ap.add_argument("--plot", default=None, help="write the R@1 bar plot (PNG) here")
     ap.add_argument("--no-progress", action="store_true")
@@ -200,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         side, _, frac = a.map_holdout.partition(":")
         sets, kinds = bench_sets(a.world_seed or [4242], a.map, a.queries, a.cache_dir, a.world_size,
                                  progress=not a.no_progress, map_holdout=(side, float(frac or 0.4)))
-        results = run_bench(a.checkpoint, sets, a.device, a.n_rot, progress=not a.no_progress)
+        results = run_bench(a.checkpoint, sets, a.device, a.n_rot, progress=not a.no_progress, jobs=a.jobs)
     except (GleamError, ValueError) as exc:
         print(f"bench_recall: error: {exc}", file=sys.stderr)
         return 2

@@ -125,13 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--map", action="append", default=[], help="real map for the benchmark (its held-out area)")
     ap.add_argument("--map-holdout", default="north:0.4", help="held-out area of the real maps: side:fraction")
     ap.add_argument("--world-seed", type=int, action="append", default=None, help="held-out world seed (default 4242)")
-    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--queries", type=int, default=60, help="queries per benchmark set")
+    ap.add_argument("--world-size", type=float, default=600.0, help="side of the held-out benchmark world, metres")
     ap.add_argument("--bench-cache", default="data/bench")
     ap.add_argument("--skip-train", action="store_true", help="benchmark <out_dir>/final as it is")
     ap.add_argument("--ship", default=None, help="copy the checkpoint here if it passes the gate (e.g. models/gleam-c)")
     ap.add_argument("--force", action="store_true", help="allow --ship to replace an existing checkpoint")
     ap.add_argument("--device", default="cpu", help="device of the benchmark")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=1, help="models the benchmark embeds at once (separate processes)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
@@ -149,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         fp = fingerprint(model, card)
         del model
         side, _, frac = a.map_holdout.partition(":")
-        sets, kinds = bench_sets(a.world_seed or [4242], a.map, a.queries, a.bench_cache,
+        sets, kinds = bench_sets(a.world_seed or [4242], a.map, a.queries, a.bench_cache, a.world_size,
                                  map_holdout=(side, float(frac or 0.4)))
-        results = run_bench([str(final)], sets, a.device)
+        results = run_bench([str(final)], sets, a.device, jobs=a.jobs)
     except (GleamError, ValueError) as exc:
         print(f"make_default: error: {exc}", file=sys.stderr)
         return 2

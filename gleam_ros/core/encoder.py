@@ -458,8 +458,12 @@ def default_checkpoint() -> Path | None:
 
     ``$GLEAM_DEFAULT_MODEL`` wins when set (``imagenet`` / ``none`` / empty: ImageNet; otherwise a checkpoint
     path that must exist, :class:`ModelError` naming it if not); else :data:`DEFAULT_CHECKPOINT_DIR` when it
-    holds a checkpoint (``model.json`` or ``model.safetensors``).
+    holds a checkpoint (``model.json`` or ``model.safetensors``), or the installed copy
+    ``<prefix>/share/gleam_ros/models/gleam-c`` (CMake installs ``models/``; prefix = ``sys.prefix`` or an
+    ancestor of this module, as an ament install lays it out).
     """
+    import sys
+
     env = os.environ.get(DEFAULT_MODEL_ENV)
     if env is not None:
         if env.strip().lower() in ("", "imagenet", "none"):
@@ -468,8 +472,12 @@ def default_checkpoint() -> Path | None:
         if not p.exists():
             raise ModelError(f"{p}: ${DEFAULT_MODEL_ENV} names no checkpoint")
         return p
-    d = DEFAULT_CHECKPOINT_DIR
-    return d if (d / CHECKPOINT_JSON).exists() or (d / CHECKPOINT_WEIGHTS).exists() else None
+    rel = Path("share") / "gleam_ros" / "models" / DEFAULT_CHECKPOINT_DIR.name
+    here = Path(__file__).resolve()
+    for d in [DEFAULT_CHECKPOINT_DIR, Path(sys.prefix) / rel, *[a / rel for a in here.parents[3:8]]]:
+        if (d / CHECKPOINT_JSON).exists() or (d / CHECKPOINT_WEIGHTS).exists():
+            return d
+    return None
 
 
 def load_default() -> tuple[GleamEncoder, ModelCard]:
