@@ -110,6 +110,19 @@ def test_matches_follow_a_known_homography(backend):
     assert err.max() < 3.0
 
 
+def test_xfeat_onnx_backbone_gives_the_torch_keypoints():
+    gray = cv2.cvtColor(texture(256, 6), cv2.COLOR_RGB2GRAY)[:192]
+    ort_lf = LearnedFeatures("xfeat", max_keypoints=256, device="cpu", onnx=True)
+    torch_lf = LearnedFeatures("xfeat", max_keypoints=256, device="cpu", onnx=False)
+    assert (ort_lf.runtime, torch_lf.runtime) == ("onnxruntime", "torch:cpu")
+    a, b = ort_lf.extract(gray), torch_lf.extract(gray)
+    assert len(a.kp) == len(b.kp) > 50
+    d = torch.cdist(a.kp, b.kp)  # same keypoint set (ties may order differently) and descriptors
+    assert float(d.min(1).values.max()) < 0.01
+    j = d.argmin(1)
+    assert float((a.desc - b.desc[j]).abs().max()) < 1e-3
+
+
 def test_rotate_view_maps_back_to_frame_pixels():
     gray = cv2.cvtColor(texture(96, 2), cv2.COLOR_RGB2GRAY)[:80]
     for heading in (90.0, 180.0, 270.0, 135.0, 30.0):
@@ -144,10 +157,12 @@ def test_yaw_hint_and_nan(world, tile, xfeat):
     frame = _frame(world, 90.0)
     v = xfeat.verify_candidates(frame, [tile], INTR, yaw_hints_deg=[91.0])[0]
     assert v.ok and v.rotation.startswith("turned north-up by the yaw hint"), v.rotation
-    v = xfeat.verify_candidates(frame, [tile], INTR, yaw_hints_deg=[float("nan")])[0]
-    assert v.ok and v.rotation == "rot90 search: heading 90 deg; yaw hint NaN ignored", v.rotation
-    v = xfeat.verify(frame, tile, INTR, yaw_hint_deg=270.0)  # a wrong hint falls back to the search
-    assert v.ok and "yaw hint 270.0 deg failed" in v.rotation, v.rotation
+    # one call, so the turned views are computed once: a NaN hint is ignored, a wrong one falls back to the search
+    res = xfeat.verify_candidates(frame, [tile, tile], INTR, yaw_hints_deg=[float("nan"), 270.0])
+    notes = sorted(v.rotation for v in res)
+    assert all(v.ok for v in res), [v.reason for v in res]
+    assert notes[0].startswith("rot90 search: heading 90 deg; yaw hint 270.0 deg failed ("), notes
+    assert notes[1] == "rot90 search: heading 90 deg; yaw hint NaN ignored", notes
     with pytest.raises(InputError, match="yaw_hints_deg"):
         xfeat.verify_candidates(frame, [tile], INTR, yaw_hints_deg=[1.0, 2.0])
     with pytest.raises(InputError, match="heading_deg"):  # a NaN heading prior is refused where it is made

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,10 +149,14 @@ class LearnedFeatures:
         aliked_model: ALIKED variant for ``backend="aliked"`` (``aliked-n16rot`` by default).
         device: torch device; default CUDA when available, else CPU.
         min_conf: LightGlue match confidence threshold.
+        onnx: ``xfeat`` on CPU: run the backbone in ONNX Runtime (exported from the loaded weights at
+            construction, in memory; several times faster than torch on CPU, docs/bench/features_bench.md).
+            Ignored for ``aliked``, on CUDA, or without onnxruntime.
     """
 
     def __init__(self, backend: str, max_keypoints: int = 2048, weights_dir: str | Path | None = None,
-                 aliked_model: str = "aliked-n16rot", device: str | None = None, min_conf: float = 0.1) -> None:
+                 aliked_model: str = "aliked-n16rot", device: str | None = None, min_conf: float = 0.1,
+                 onnx: bool = False) -> None:
         files = weight_files(backend, weights_dir, aliked_model)
         if isinstance(max_keypoints, bool) or not isinstance(max_keypoints, (int, np.integer)) or max_keypoints < 8:
             raise ConfigError(f"max_keypoints must be an integer >= 8, got {max_keypoints!r}")
@@ -182,6 +187,14 @@ class LearnedFeatures:
         _load_into(self.matcher, match_sd, files["matcher"], f"{backend} matcher")
         self.net = self.net.to(self.device).eval()
         self.matcher = self.matcher.to(self.device).eval()
+        self._ort = None  # ONNX Runtime session of the XFeat backbone
+        if onnx and backend == "xfeat" and self.device.type == "cpu" and importlib.util.find_spec("onnxruntime"):
+            self._ort = ort_session(export_xfeat_onnx(self.net), torch.get_num_threads())
+
+    @property
+    def runtime(self) -> str:
+        """What runs the extractor: 'onnxruntime' or 'torch:<device>'."""
+        return "onnxruntime" if self._ort is not None else f"torch:{self.device.type}"
 
     # ------------------------------------------------------------------ extraction
     def too_small(self, shape) -> str:
@@ -213,7 +226,10 @@ class LearnedFeatures:
         hh, ww = (h // 32) * 32, (w // 32) * 32
         rh, rw = h / hh, w / ww
         x = F.interpolate(x, (hh, ww), mode="bilinear", align_corners=False)
-        m1, k1, h1 = self.net(x)
+        if self._ort is not None:
+            m1, k1, h1 = (torch.from_numpy(o) for o in self._ort.run(None, {"image": x.numpy()}))
+        else:
+            m1, k1, h1 = self.net(x)
         m1 = F.normalize(m1, dim=1)
         heat = _xfeat_heatmap(k1)
         pts = _xfeat_nms(heat, threshold=0.05, kernel_size=5)
@@ -244,6 +260,40 @@ class LearnedFeatures:
         out = self.matcher({"image0": side(a), "image1": side(b)})
         m = out["matches"][0].cpu().numpy().astype(np.int64).reshape(-1, 2)
         return m[:, 0], m[:, 1]
+
+
+def export_xfeat_onnx(net: torch.nn.Module) -> bytes:
+    """The XFeat backbone (``XFeatModel``) as an ONNX model with dynamic height and width, in memory.
+
+    XFeat's keypoint head unfolds 8x8 windows with ``Tensor.unfold``, which does not export with
+    dynamic sizes; for its one-channel input that is exactly ``pixel_unshuffle``, used for the export.
+    """
+    import io
+
+    import torch.nn.functional as F
+
+    buf = io.BytesIO()
+    dyn = {2: "h", 3: "w"}
+    net._unfold2d = lambda x, ws=2: F.pixel_unshuffle(x, ws)  # instance attribute shadows the method
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer / instance-norm notes of the exporter
+            torch.onnx.export(net, (torch.zeros(1, 1, 64, 64),), buf, input_names=["image"],
+                              output_names=["feats", "keypoints", "heatmap"], opset_version=17, dynamo=False,
+                              dynamic_axes={"image": dyn, "feats": dyn, "keypoints": dyn, "heatmap": dyn})
+    finally:
+        del net._unfold2d
+    return buf.getvalue()
+
+
+def ort_session(model: bytes, threads: int):
+    """A CPU ONNX Runtime session with ``threads`` intra-op threads (the torch setting)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, int(threads))
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
 def _build_aliked(aliked_mod, model_name: str, max_keypoints: int, shipped: Path):

