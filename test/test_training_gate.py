@@ -134,3 +134,26 @@ def test_bad_default_checkpoints_raise_errors_naming_the_file(no_env, tmp_path, 
     monkeypatch.setenv(E.DEFAULT_MODEL_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(ModelError, match="nowhere"):
         E.default_checkpoint()
+
+
+def test_embedding_store_is_reused_per_fingerprint(tmp_path):
+    import cv2
+
+    from training.evaluate import EmbeddingCache
+
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"{i}.png"
+        cv2.imwrite(str(p), np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+        paths.append(str(p))
+    m, c = E.load_checkpoint(_tiny_checkpoint(tmp_path / "ck"))
+    a = EmbeddingCache(E.TorchBackend(m, c), {"uav": 2}, store=tmp_path / "emb")
+    ea = a.get(paths, "uav")
+    a.save()
+    b = EmbeddingCache(E.TorchBackend(m, c), {"uav": 2}, store=tmp_path / "emb")
+    b.backend.embed = None  # nothing may be embedded again
+    assert np.array_equal(b.get(paths, "uav"), ea) and ea.shape[:2] == (3, 2)
+    other = EmbeddingCache(E.TorchBackend(*E.load_checkpoint(_tiny_checkpoint(tmp_path / "ck2", seed=1))), {"uav": 2},
+                           store=tmp_path / "emb")
+    assert not np.allclose(other.get(paths, "uav"), ea)  # another model's fingerprint: its own embeddings
+    assert not EmbeddingCache(E.TorchBackend(m, c), {"uav": 4}, store=tmp_path / "emb")._cache  # other n_rot: unused

@@ -69,28 +69,30 @@ def bench_sets(world_seeds: list[int], maps: list[str], queries: int = 60, cache
     return sets, kinds
 
 
-def _bench_one(ck: str, sets: list[RetrievalSet], device: str, n_rot: int, batch_size: int, progress: bool) -> dict:
+def _bench_one(ck: str, sets: list[RetrievalSet], device: str, n_rot: int, batch_size: int, progress: bool,
+               store: str | None = None) -> dict:
     model, card = load_model(ck)
     t0 = time.perf_counter()
     res = evaluate_sets(model, card, sets, device=device, n_rot={"uav": n_rot}, batch_size=batch_size,
-                        progress=progress)
+                        progress=progress, store=store)
     return {"name": card.name, "seconds": round(time.perf_counter() - t0, 1), "results": res}
 
 
 def run_bench(checkpoints: list[str], sets: list[RetrievalSet], device: str = "cpu", n_rot: int = 8,
-              batch_size: int = 32, progress: bool = True, jobs: int = 1) -> dict:
+              batch_size: int = 32, progress: bool = True, jobs: int = 1, store: str | None = None) -> dict:
     """Metrics per model (``imagenet`` first) and set/direction, on the same sets in this one call.
 
     ``jobs`` > 1 embeds that many models at once in separate processes (same numbers; faster on a shared CPU).
+    ``store``: embedding cache folder, per model fingerprint (an unchanged model's images are embedded once).
     """
     cks = ["imagenet", *[c for c in checkpoints if c != "imagenet"]]
     if jobs <= 1 or len(cks) == 1:
-        return {ck: _bench_one(ck, sets, device, n_rot, batch_size, progress) for ck in cks}
+        return {ck: _bench_one(ck, sets, device, n_rot, batch_size, progress, store) for ck in cks}
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=min(jobs, len(cks)), mp_context=mp.get_context("spawn")) as ex:
-        futs = {ck: ex.submit(_bench_one, ck, sets, device, n_rot, batch_size, False) for ck in cks}
+        futs = {ck: ex.submit(_bench_one, ck, sets, device, n_rot, batch_size, False, store) for ck in cks}
         return {ck: f.result() for ck, f in futs.items()}
 
 
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=1, help="models embedded at once (separate processes)")
+    ap.add_argument("--emb-cache", default=None, help="embedding cache folder (default <cache-dir>/emb; 'none': off)")
     ap.add_argument("--out", default=None, help="write JSON results here (and a .md table next to it)")
     ap.add_argument("--plot", default=None, help="write the R@1 bar plot (PNG) here")
     ap.add_argument("--no-progress", action="store_true")
@@ -212,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         side, _, frac = a.map_holdout.partition(":")
         sets, kinds = bench_sets(a.world_seed or [4242], a.map, a.queries, a.cache_dir, a.world_size,
                                  progress=not a.no_progress, map_holdout=(side, float(frac or 0.4)))
-        results = run_bench(a.checkpoint, sets, a.device, a.n_rot, progress=not a.no_progress, jobs=a.jobs)
+        store = None if a.emb_cache == "none" else (a.emb_cache or str(Path(a.cache_dir) / "emb"))
+        results = run_bench(a.checkpoint, sets, a.device, a.n_rot, progress=not a.no_progress, jobs=a.jobs, store=store)
     except (GleamError, ValueError) as exc:
         print(f"bench_recall: error: {exc}", file=sys.stderr)
         return 2

@@ -39,12 +39,33 @@ class EmbeddingCache:
     """Embeddings of image files per (path, modality), ``(R, D)`` with R yaw hypotheses, for one backend."""
 
     def __init__(self, backend: TorchBackend, n_rot: dict[str, int] | None = None, batch_size: int = 32,
-                 progress: bool = False) -> None:
+                 progress: bool = False, store: str | Path | None = None) -> None:
         self.backend = backend
         self.n_rot = dict(n_rot or {})
         self.batch_size = int(batch_size)
         self.progress = progress
         self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self.store = Path(store) / backend.fingerprint if store else None
+        if self.store is not None:
+            for f in sorted(self.store.glob("*.npz")):
+                with np.load(f, allow_pickle=False) as z:
+                    if int(z["n_rot"]) != self.rotations(str(z["modality"])):
+                        continue
+                    for p, e in zip(z["paths"].tolist(), z["emb"]):
+                        self._cache[(p, str(z["modality"]))] = e
+
+    def save(self) -> None:
+        """Write the embeddings to ``<store>/<fingerprint>/<modality>.npz`` (read back by a later cache on the same
+        store and model fingerprint; a file's embeddings depend only on the weights, the image and ``n_rot``)."""
+        if self.store is None:
+            return
+        self.store.mkdir(parents=True, exist_ok=True)
+        for mod in sorted({m for _, m in self._cache}):
+            keys = [k for k in self._cache if k[1] == mod]
+            tmp = self.store / f".{mod}.tmp.npz"
+            np.savez(tmp, paths=np.array([k[0] for k in keys]), emb=np.stack([self._cache[k] for k in keys]),
+                     modality=np.array(mod), n_rot=np.array(self.rotations(mod)))
+            tmp.replace(self.store / f"{mod}.npz")
 
     def rotations(self, modality: str) -> int:
         """Yaw hypotheses used for ``modality`` (ground photos always 1)."""
@@ -100,14 +121,15 @@ def _direction_metrics(cache: EmbeddingCache, s: RetrievalSet) -> dict:
 
 def evaluate_sets(model: GleamEncoder, card: ModelCard, sets: Sequence[RetrievalSet], device: str = "cpu",
                   n_rot: dict[str, int] | None = None, batch_size: int = 32, max_queries: int | None = None,
-                  progress: bool = False, seed: int = 0) -> dict[str, dict]:
+                  progress: bool = False, seed: int = 0, store: str | Path | None = None) -> dict[str, dict]:
     """Metrics of every set and direction, keyed ``"<set name>/<query modality>-><gallery modality>"``.
 
     The model is used in place through a :class:`TorchBackend` (left in eval mode). ``max_queries`` caps
-    the queries of each direction (seeded subset).
+    the queries of each direction (seeded subset). ``store``: a folder where embeddings are kept per model
+    fingerprint and reused (see :class:`EmbeddingCache`).
     """
     backend = TorchBackend(model, card, device=device)
-    cache = EmbeddingCache(backend, n_rot, batch_size, progress)
+    cache = EmbeddingCache(backend, n_rot, batch_size, progress, store)
     out: dict[str, dict] = {}
     for s in sets:
         dirs = [s, s.reversed()] if s.reverse else [s]
@@ -120,6 +142,7 @@ def evaluate_sets(model: GleamEncoder, card: ModelCard, sets: Sequence[Retrieval
             with torch.inference_mode():
                 out[key] = _direction_metrics(cache, d)
             out[key]["seconds"] = round(time.perf_counter() - t0, 2)
+        cache.save()
     return out
 
 

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         side, _, frac = a.map_holdout.partition(":")
         sets, kinds = bench_sets(a.world_seed or [4242], a.map, a.queries, a.bench_cache, a.world_size,
                                  map_holdout=(side, float(frac or 0.4)))
-        results = run_bench([str(final)], sets, a.device, jobs=a.jobs)
+        results = run_bench([str(final)], sets, a.device, jobs=a.jobs, store=str(Path(a.bench_cache) / "emb"))
     except (GleamError, ValueError) as exc:
         print(f"make_default: error: {exc}", file=sys.stderr)
         return 2
