@@ -19,9 +19,9 @@ test: setup
 # real time through the localizer node process over DDS; metrics (localization + GPS fallback), plot.
 DEMO := demo_out
 PLATFORM ?= uav
-demo: setup demo-$(PLATFORM)
+demo: demo-$(PLATFORM)
 
-demo-uav:
+demo-uav: setup
 	@if [ -z "$(MAP)" ]; then \
 	  .venv/bin/gleam world --seed 7 --out $(DEMO)/world && \
 	  .venv/bin/gleam index build --map $(DEMO)/world/satellite.tif --out $(DEMO)/index && \
@@ -40,7 +40,7 @@ demo-uav:
 # PLATFORM=vehicle: a car instead. The world's roads driven for 120 s (1 fps street-level frames in autumn,
 # the index is the summer satellite render; 20 Hz odometry; GPS lost from 40 s to 110 s), replayed in real
 # time through the localizer node process over DDS with config/vehicle.yaml and the world's road layer.
-demo-vehicle:
+demo-vehicle: setup
 	.venv/bin/gleam world --seed 7 --out $(DEMO)/world
 	.venv/bin/gleam index build --map $(DEMO)/world/satellite.tif --out $(DEMO)/index
 	.venv/bin/gleam bag simulate --platform vehicle --world $(DEMO)/world --out $(DEMO)/drive.mcap --overwrite \
