@@ -220,3 +220,17 @@ def test_bad_weights_name_the_file(tmp_path):
     assert Verifier(VerifyConfig(features="xfeat", weights_dir=str(tmp_path)))._learned.files["extractor"].parent == tmp_path
     with pytest.raises(ConfigError, match="rotation"):
         VerifyConfig(features="xfeat", rotation="sideways")
+
+
+def test_cli_flag_reaches_the_configs():
+    from gleam_ros.cli import build_parser
+    from gleam_ros.core.bench import config_from_args
+
+    p = build_parser()
+    for argv in (["localize", "--index", "i", "--image", "f.png"], ["eval", "--index", "i", "--flight", "f", "--out", "o"]):
+        assert p.parse_args(argv + ["--verify-features", "xfeat"]).verify_features == "xfeat"
+        assert p.parse_args(argv).verify_features == "sift"
+    a = p.parse_args(["bench", "run", "--map", "m", "--verify-features", "aliked"])
+    assert config_from_args(a).verify_features == "aliked"
+    with pytest.raises(SystemExit):
+        p.parse_args(["localize", "--index", "i", "--image", "f.png", "--verify-features", "surf"])
