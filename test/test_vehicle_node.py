@@ -280,3 +280,42 @@ def test_vehicle_node_shadow_fallback_kidnap_and_bad_odometry(drive, tmp_path):
             assert proc.stop() == 0, proc.log()[-3000:]
     finally:
         client.close()
+
+
+def test_vehicle_lifecycle_configure_errors_and_the_odom_subscription(drive, tmp_path):
+    """Vehicle parameters that cannot work fail configure with a line naming them; the node subscribes
+    to odom only while active, and a UAV-modality node does not subscribe to it at all."""
+    from lifecycle_msgs.msg import State, Transition
+    from test_localizer_node import _Lifecycle, _subscribed_topics
+
+    index_dir, _, _, _ = drive
+    domain = next_domain_id()
+    client = Client(domain)
+    args = node_args(index_dir, "modality:=ground", "n_particles:=5000", "road_layer_path:=/no/such/roads.tif",
+                     autostart=False) + ["-r", "odom:=/odom"]
+    try:
+        with NodeProcess(args, domain, tmp_path / "node.log") as proc:
+            lc = _Lifecycle(client, proc)
+            assert not lc.transition(Transition.TRANSITION_CONFIGURE)
+            assert "configure failed: vehicle parameters" in proc.log()
+            assert "n_particles (5000) must be <= n_particles_global (4000)" in proc.log(), proc.log()[-2000:]
+            assert lc.set_param("n_particles", 500)
+            assert not lc.transition(Transition.TRANSITION_CONFIGURE)
+            assert "road layer /no/such/roads.tif: no such file or folder" in proc.log(), proc.log()[-2000:]
+            assert lc.set_param("road_layer_path", "")
+            assert lc.transition(Transition.TRANSITION_CONFIGURE)
+            assert "/odom" not in _subscribed_topics(client)
+            assert lc.transition(Transition.TRANSITION_ACTIVATE)
+            assert client.until(lambda: {"/odom", "/cam/image_raw"} <= _subscribed_topics(client), 10)
+            assert lc.transition(Transition.TRANSITION_DEACTIVATE)
+            assert client.until(lambda: "/odom" not in _subscribed_topics(client), 10)
+            # the same node as a UAV localizer: no odometry input
+            assert lc.transition(Transition.TRANSITION_CLEANUP)
+            assert lc.set_param("modality", "uav")
+            assert lc.transition(Transition.TRANSITION_CONFIGURE) and lc.transition(Transition.TRANSITION_ACTIVATE)
+            assert lc.state() == State.PRIMARY_STATE_ACTIVE
+            assert client.until(lambda: "/cam/image_raw" in _subscribed_topics(client), 10)
+            assert "/odom" not in _subscribed_topics(client)
+            assert proc.stop() == 0, proc.log()[-3000:]
+    finally:
+        client.close()
