@@ -673,13 +673,27 @@ def _add_bench_run_parser(bench) -> None:
     p.add_argument("--hard", action="store_true",
                    help="the hard scenes instead: the real map against an other-source reference (shifted 2 m E, "
                         "1.5 m S) and the procedural world with parallax, oblique views up to 45 deg, sensor effects")
+    p.add_argument("--vehicle", action="store_true",
+                   help="the vehicle rows instead: ground and panorama drives on held-out procedural worlds, the "
+                        "particle filter vs retrieval only (gleam_ros.core.bench_vehicle)")
 
 
 def cmd_bench_run(a: argparse.Namespace) -> int:
     """`gleam bench run [--map MAP] [--quick]`."""
+    if getattr(a, "vehicle", False):
+        return _bench_vehicle(a)
     from .core.bench import config_from_args, run_bench
 
     run_bench(config_from_args(a), a.out, command="gleam " + " ".join(sys.argv[1:]))
+    return 0
+
+
+def _bench_vehicle(a: argparse.Namespace) -> int:
+    """`gleam bench run --vehicle [--quick]` (implemented in :mod:`gleam_ros.core.bench_vehicle`)."""
+    from .core import bench_vehicle
+
+    bench_vehicle.run_vehicle_bench(bench_vehicle.config_from_args(a), a.out,
+                                    command="gleam " + " ".join(sys.argv[1:]))
     return 0
 
 
