@@ -499,17 +499,10 @@ class VehicleLocalizer:
         self.w: np.ndarray | None = None
         self._t: float | None = None  # time the particles refer to
         self._odom: list[OdometrySample] = []
-        self._z = 0.0
         self._z_now = math.nan
         self._road_share = math.nan
-        self._locked = False
-        self._suspect = False
-        self._suspect_frames = 0
-        self._good_run = 0
-        self._low_z = 0
-        self._converged = 0
         self._modes: list[_Mode] = []
-        self._global = False
+        self._reset_trust(global_search=False)
         self.last_reason = "no frame yet"
 
     def status(self) -> dict:
@@ -692,14 +685,18 @@ class VehicleLocalizer:
         self.p = self._draw_poses(n, centre, radius)
         self.s = np.full(n, np.nan)
         self.w = np.full(n, 1.0 / n)
-        self._converged = 0
+        self._reset_trust(global_search=centre is None)
+
+    def _reset_trust(self, global_search: bool) -> None:
+        """Forget the evidence and lock state (a new start or a re-spread of the particles)."""
+        self._z = 0.0
         self._locked = False
         self._suspect = False
         self._suspect_frames = 0
         self._good_run = 0
         self._low_z = 0
-        self._z = 0.0
-        self._global = centre is None
+        self._converged = 0
+        self._global = global_search
 
     # ---------------------------------------------------------------- main entry
     def localize(self, image: np.ndarray, t: float, intrinsics: CameraIntrinsics | None = None,
