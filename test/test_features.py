@@ -234,3 +234,25 @@ def test_cli_flag_reaches_the_configs():
     assert config_from_args(a).verify_features == "aliked"
     with pytest.raises(SystemExit):
         p.parse_args(["localize", "--index", "i", "--image", "f.png", "--verify-features", "surf"])
+
+
+@pytest.mark.parametrize("n_rot", [4, 8])
+def test_retrieval_rotation_becomes_the_heading_that_turns_the_frame_north_up(n_rot):
+    """embed_rotations' row k (rotated_square, counter-clockwise) that matches the north-up tile -> yaw hint."""
+    from types import SimpleNamespace
+
+    from gleam_ros.core.localizer import Localizer, LocalizerConfig
+    from gleam_ros.core.preprocess import rotated_square
+
+    north_up = texture(96, 7)
+    for heading in (0.0, 90.0, 180.0, 270.0):
+        frame = np.ascontiguousarray(np.rot90(north_up, round(heading / 90.0)))  # image-up points `heading`
+        gray_view, _ = rotate_view(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), heading)
+        assert np.array_equal(gray_view, cv2.cvtColor(north_up, cv2.COLOR_RGB2GRAY))
+        k = next(k for k in range(n_rot) if (k * 360 // n_rot) % 90 == 0
+                 and np.array_equal(rotated_square(frame, k * 360.0 / n_rot, side=96), north_up))
+        me = SimpleNamespace(cfg=LocalizerConfig(n_rotations=n_rot), _track_heading=None)
+        hints = Localizer._yaw_hints(me, [SimpleNamespace(rotation=k), SimpleNamespace(rotation=-1)], np.zeros((n_rot, 4)))
+        assert hints == [heading, None]
+    me = SimpleNamespace(cfg=LocalizerConfig(n_rotations=n_rot), _track_heading=33.0)  # tracking: last fix's heading
+    assert Localizer._yaw_hints(me, [SimpleNamespace(rotation=-1)] * 2, None) == [33.0, 33.0]

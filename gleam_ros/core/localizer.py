@@ -163,11 +163,13 @@ class Localizer:
         self.filter = FixFilter(self.cfg.filter)
         self._rectifier = Rectifier()
         self._last_t: float | None = None
+        self._track_heading: float | None = None  # heading of the last trusted fix (yaw hint while tracking)
 
     def reset(self) -> None:
         """Forget the track (e.g. after a relocation or a long gap)."""
         self.filter.reset()
         self._last_t = None
+        self._track_heading = None
 
     def _track_prior(self, t: float) -> PositionPrior | None:
         if not (self.cfg.track_prior and self.filter.has_trusted_fix and self._last_t is not None):
@@ -257,6 +259,8 @@ class Localizer:
                 hyps.insert(0, fix)
         else:
             out = self.filter.predict(t) if self._last_t is not None and t >= self._last_t else None
+        if fix is not None and math.isfinite(fix.heading_deg):
+            self._track_heading = float(fix.heading_deg)
         self._last_t = t if self._last_t is None else max(self._last_t, t)
         timings["filter"] = (time.perf_counter() - t1) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
@@ -282,12 +286,15 @@ class Localizer:
         return (ok[c.best] if c.best is not None else None), c.reason
 
     def _yaw_hints(self, hits: list[SearchHit], queries) -> list[float | None] | None:
-        """Heading hypothesis per candidate from the retrieval's best rotation (for learned verifier features).
+        """Heading hypothesis per candidate for learned verifier features (None: the verifier's rot90 search).
 
-        Row ``k`` of :func:`embed_rotations` is the frame turned ``k * 360 / n`` deg counter-clockwise; the
-        row that matched a north-up tile best says the frame's image-up points ``-k * 360 / n`` deg from north.
+        While tracking (no embedding): the heading of the last trusted fix. Otherwise the retrieval's best
+        rotation: row ``k`` of :func:`embed_rotations` is the frame turned ``k * 360 / n`` deg counter-clockwise;
+        the row that matched a north-up tile best says the frame's image-up points ``-k * 360 / n`` deg from north.
         """
         n = self.cfg.n_rotations
+        if queries is None and self._track_heading is not None:
+            return [self._track_heading] * len(hits)
         if queries is None or n <= 1 or self.cfg.modality not in ("uav", "satellite", "map") or len(queries) != n:
             return None
         return [(-h.rotation * 360.0 / n) % 360.0 if h.rotation >= 0 else None for h in hits]
