@@ -53,14 +53,10 @@ def drives(tmp_path_factory):
 
 
 def _read(path) -> dict[str, list]:
-    out: dict = {}
-    with open_bag(path) as r:
-        last = -1
-        for conn, t, data in r.messages():
-            assert t >= last, "bag messages out of time order"
-            last = t
-            out.setdefault(conn.topic, []).append((t, deserialize(data, conn.msgtype), conn.msgtype))
-    return out
+    """topic -> [(log time, message, type)] in bag order (which must be time order)."""
+    from test_bag_tools import _read as read_raw
+
+    return {topic: [(t, deserialize(d, ty), ty) for t, ty, d in items] for topic, items in read_raw(path).items()}
 
 
 def _stamp(msg) -> int:
