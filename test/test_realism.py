@@ -277,3 +277,32 @@ def test_gleam_simulate_hard_writes_the_flight_and_the_other_source_reference(tm
     m = (rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)  # the red square (--ref-change 0: no recolour)
     assert m.sum() > 1000
     np.testing.assert_allclose([e[m].mean(), n[m].mean()], (3.0, -2.0), atol=0.3)
+
+
+def test_bench_run_hard_builds_the_hard_scenes(tmp_path):
+    from gleam_ros.cli import build_parser
+    from gleam_ros.core.bench import BenchConfig, config_from_args, make_scenes
+    from gleam_ros.core.maps import write_geotiff
+
+    a = build_parser().parse_args(["bench", "run", "--hard", "--map", "m.tif", "--no-world"])
+    assert config_from_args(a).hard and not config_from_args(build_parser().parse_args(["bench", "run"])).hard
+    scene, (lat, lon) = _scene(box_h=0.0)
+    tif = write_geotiff(tmp_path / "map.tif", scene.rgb, scene.crs, scene.transform)
+    scenes = make_scenes(BenchConfig(map_path=str(tif), world_size_m=300.0, hard=True))
+    assert [s.name.endswith("_hard") for s in scenes] == [True, True]
+    real, world = scenes
+    assert real.verify["max_tilt_deg"] >= 50.0 and real.hard["shift_e_m"] == HardSpec().shift_e_m
+    assert real.simulate is not None and world.simulate is not None
+    # the real scene's index map is the other source: the red square sits 2 m E, 1.5 m S of the truth
+    f = geo.LocalFrame(lat, lon)
+    e, n = np.meshgrid(np.arange(-12, 12.01, 0.25), np.arange(-12, 12.01, 0.25))
+    la, lo, _ = f.to_geodetic(e, n)
+    a_rgb, _ = real.flight_map.sample(lo, la, crs=geo.WGS84)
+    b_rgb, _ = real.index_map.sample(lo, la, crs=geo.WGS84)
+    assert np.abs(a_rgb.astype(int) - b_rgb.astype(int)).mean() > 10
+    # the world's flight map is another season than its index map
+    c = world.index_map.center_latlon()
+    g = geo.LocalFrame(*c)
+    la, lo, _ = g.to_geodetic(e * 4, n * 4)
+    assert np.abs(world.index_map.sample(lo, la, crs=geo.WGS84)[0].astype(int)
+                  - world.flight_map.sample(lo, la, crs=geo.WGS84)[0].astype(int)).mean() > 5
