@@ -106,7 +106,12 @@ class VehicleConfig:
     trust_min_frames: int = 3
     trust_z: float = 3.5  # appearance z-score of the mode vs random road poses (EMA) needed to trust
     trust_z_frame: float = 2.5  # ... and of the frame itself
-    relock_frames: int = 6  # frames of z >= trust_z needed to lock without GPS or to clear a suspicion
+    relock_frames: int = 6  # frames of z >= trust_z needed to clear a suspicion of a locked track
+    # Locking after a search of the whole map: the best of thousands of candidate places always fits a few frames
+    # well, so the evidence must hold this many frames and over this much driving (roads diverge; a wrong place
+    # runs off the road or the imagery).
+    relock_frames_global: int = 20
+    relock_distance_m: float = 60.0
     kidnap_z: float = 2.0  # below this (EMA) for kidnap_frames frames while locked -> kidnapped
     kidnap_frames: int = 5
     kidnap_z_frame: float = 1.0  # one frame this poor makes a locked track suspect (no fix until re-confirmed)
@@ -125,7 +130,7 @@ class VehicleConfig:
         if self.modality not in VEHICLE_MODALITIES:
             raise ConfigError(f"VehicleConfig.modality must be one of {VEHICLE_MODALITIES}, got {self.modality!r}")
         ints = {"n_particles": 10, "n_particles_global": 10, "min_bev_cells": 1, "max_modes": 1,
-                "trust_min_frames": 1, "kidnap_frames": 1, "relock_frames": 1, "null_samples": 10,
+                "trust_min_frames": 1, "kidnap_frames": 1, "relock_frames": 1, "relock_frames_global": 1, "null_samples": 10,
                 "global_bev_cells": 10, "max_bev_cells": 10}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -139,7 +144,7 @@ class VehicleConfig:
                 raise ConfigError(f"VehicleConfig.{f.name} must be a finite number, got {v!r}")
             lo_zero = f.name in ("embed_weight", "road_tolerance_m", "odom_scale_std", "gyro_bias_std",
                                  "pos_diffusion_m", "heading_diffusion_deg", "camera_pitch_deg", "trust_z", "bev_highpass_m",
-                                 "trust_z_frame", "kidnap_z_frame", "ambiguity_margin", "mode_floor",
+                                 "trust_z_frame", "kidnap_z_frame", "ambiguity_margin", "mode_floor", "relock_distance_m",
                                  "kidnap_z", "road_off_weight", "inject_fraction")
             if f.name == "camera_pitch_deg":
                 if abs(v) >= 60:
@@ -501,6 +506,7 @@ class VehicleLocalizer:
         self._odom: list[OdometrySample] = []
         self._z_now = math.nan
         self._road_share = math.nan
+        self._odo_dist = 0.0  # distance driven by odometry (m)
         self._modes: list[_Mode] = []
         self._reset_trust(global_search=False)
         self.last_reason = "no frame yet"
@@ -601,6 +607,7 @@ class VehicleLocalizer:
         bias = self.rng.normal(0, cfg.gyro_bias_std, n)
         x, y, h = self.p[:, 0], self.p[:, 1], np.radians(self.p[:, 2])
         for dt, v, w, vs, ws in segs:
+            self._odo_dist += abs(v) * dt
             vv = v * scale + self.rng.normal(0, vs, n) * min(1.0, math.sqrt(0.05 / max(dt, 1e-6)))
             ww = w + bias + self.rng.normal(0, ws, n) * min(1.0, math.sqrt(0.05 / max(dt, 1e-6)))
             hm = h - ww * dt / 2.0  # CCW yaw rate lowers the compass heading
@@ -694,6 +701,8 @@ class VehicleLocalizer:
         self._suspect = False
         self._suspect_frames = 0
         self._good_run = 0
+        self._run_start_dist = self._odo_dist
+        self._prev_top: tuple[float, float, float] | None = None
         self._low_z = 0
         self._converged = 0
         self._global = global_search
@@ -789,7 +798,19 @@ class VehicleLocalizer:
         self._z_now = z_now
         if informative:
             self._z = (1 - cfg.z_ema) * self._z + cfg.z_ema * z_now
-            self._good_run = self._good_run + 1 if self._z >= cfg.trust_z else 0
+            # the same place (the top mode moved no more than the car) fitting strongly, frame after frame
+            prev = self._prev_top
+            same = prev is not None and math.hypot(top.x - prev[0], top.y - prev[1]) <= (
+                self._odo_dist - prev[2] + 10.0)
+            strong = (self._z >= cfg.trust_z and top.weight >= 0.5 and top.spread_m <= cfg.trust_spread_m)
+            if strong and (same or self._good_run == 0):
+                if self._good_run == 0:
+                    self._run_start_dist = self._odo_dist
+                self._good_run += 1
+            else:
+                self._good_run = 1 if strong else 0
+                self._run_start_dist = self._odo_dist
+            self._prev_top = (top.x, top.y, self._odo_dist)
         self._road_share = road_share
         off_road = road_share < 0.5  # odometry drove the track off the roads: it is not where the car is
         if self._locked and (self._z < cfg.trust_z - 1.0 or z_now < cfg.kidnap_z_frame or off_road):
@@ -823,7 +844,12 @@ class VehicleLocalizer:
             tight = False
         # ---- trust
         self._converged = self._converged + 1 if tight else 0
-        if tight and self._z >= cfg.trust_z and (gps_prior is not None or self._good_run >= cfg.relock_frames):
+        if self._global:  # found by a search of the whole map: a longer confirmation (see relock_frames_global)
+            confirmed = (self._good_run >= cfg.relock_frames_global
+                         and self._odo_dist - self._run_start_dist >= cfg.relock_distance_m)
+        else:  # particles spread around a GPS fix: anchored, the short confirmation suffices
+            confirmed = self._good_run >= cfg.relock_frames
+        if tight and self._z >= cfg.trust_z and (gps_prior is not None or confirmed):
             self._locked = True
         on_map = bool(m.covers(np.array([top.x]), np.array([top.y]))[0])
         rivals = self._rivals()
@@ -841,8 +867,12 @@ class VehicleLocalizer:
             reason = f"posterior spread {top.spread_m:.1f} m > {cfg.trust_spread_m} m"
         elif not (self._z >= cfg.trust_z and z_now >= cfg.trust_z_frame):
             reason = f"appearance evidence z={z_now:.1f} (mean {self._z:.1f}) < {cfg.trust_z}"
+        elif not self._locked and self._global:
+            reason = (f"confirming the place found by the map search: strong for {self._good_run}/"
+                      f"{cfg.relock_frames_global} frames over {self._odo_dist - self._run_start_dist:.0f}/"
+                      f"{cfg.relock_distance_m:.0f} m")
         elif not self._locked:
-            reason = f"evidence strong for {self._good_run}/{cfg.relock_frames} frames; not locked yet"
+            reason = f"confirming the track: strong for {self._good_run}/{cfg.relock_frames} frames"
         elif self._suspect:
             reason = (f"evidence sagged below {cfg.trust_z - 1.0:.1f}: withholding fixes until strong for "
                       f"{cfg.relock_frames} frames ({self._good_run} so far)")
