@@ -65,6 +65,7 @@ DRIVABLE_KINDS = (1, 2, 3)
 VEHICLE_MODALITIES = ("ground", "panorama")
 
 _NULL_CLOUD = 16  # poses per null sample (see VehicleLocalizer._evidence_z)
+_MOVED_M = 1.0  # driven since the previous frame for the frame to count towards "lost"
 
 
 @dataclass(frozen=True)
@@ -507,6 +508,7 @@ class VehicleLocalizer:
         self._z_now = math.nan
         self._road_share = math.nan
         self._odo_dist = 0.0  # distance driven by odometry (m)
+        self._frame_dist = 0.0  # ... at the previous frame
         self._modes: list[_Mode] = []
         self._reset_trust(global_search=False)
         self.last_reason = "no frame yet"
@@ -819,9 +821,16 @@ class VehicleLocalizer:
         if self._suspect and self._good_run >= cfg.relock_frames:
             self._suspect = False
         lost = False
-        self._suspect_frames = self._suspect_frames + 1 if self._suspect else 0
+        # Only frames after the car moved count towards "lost": a car standing or turning on the spot (at a dead
+        # end, facing a field) sees little, and a track that does not move cannot have gone wrong meanwhile.
+        moved = self._odo_dist - self._frame_dist >= _MOVED_M
+        self._frame_dist = self._odo_dist
+        if not self._suspect:
+            self._suspect_frames = 0
+        elif moved:
+            self._suspect_frames += 1
         if gps_prior is None and (self._locked or tight) and (self._z < cfg.kidnap_z or off_road):
-            self._low_z += 1
+            self._low_z += int(moved)
             lost = self._low_z >= cfg.kidnap_frames
         else:
             self._low_z = 0
