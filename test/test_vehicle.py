@@ -183,3 +183,16 @@ def test_bad_frames_and_config(world, backend, index):
             VehicleConfig(**kw)
     with pytest.raises(ConfigError, match="roads"):
         VehicleLocalizer(backend, index, CFG, roads=np.zeros((3, 3), bool))
+
+
+def test_embedding_term_caches_crops_per_cell(world, backend, index):
+    """embed_weight > 0: the frame's embedding is compared with 50 m crops around the particles, cached per cell."""
+    frames, odom = simulate_drive(world, duration_s=1.0, fps=2.0, modality="ground", intr=INTR, rng=1)
+    cfg = VehicleConfig(n_particles=200, n_particles_global=400, embed_weight=5.0)
+    loc = VehicleLocalizer(backend, index, cfg, roads=RoadLayer.from_world(world), seed=0)
+    rows = run(loc, frames, odom, gps_until_s=10.0)
+    assert all("embed" in res.timings_ms for _, res, _ in rows)
+    cells = [k for k, v in loc._embed_cache.items() if v is not None]
+    assert 0 < len(cells) <= 40  # particles around the GPS fix: a few 10 m cells, not the whole map
+    assert all(v.shape == (backend.dim,) for k, v in loc._embed_cache.items() if v is not None)
+    assert rows[-1][2] < 10.0

@@ -7,20 +7,25 @@ over the drive:
   its noise, a per-particle speed-scale and gyro-bias error and a small diffusion;
 * **appearance**: each frame's ground surface is projected to a bird's-eye view (BEV) with the camera height
   and pitch (a forward pinhole camera, or the lower half of an equirectangular panorama, i.e. a polar
-  transform) and correlated (normalised cross-correlation, NCC) against the satellite imagery at every
+  transform) and correlated (normalised cross-correlation, NCC, of both high-passed at 2 m) against the satellite imagery at every
   particle's pose, which pins metric position *and* heading. Optionally the frame's GLEAM-C embedding is
   compared with the embedding of the 50 m north-up satellite crop (:data:`~.preprocess.GROUND_TILE_M`)
   around each particle, cached per grid cell (``embed_weight``; off by default because the ImageNet encoder
   does not separate ground views, see docs/bench/vehicle_bench.md);
 * **roads**: with a :class:`RoadLayer`, particles off drivable roads are down-weighted;
 * **trust**: modes of the posterior are found by weighted mean shift; a fix is published only when one mode
-  holds nearly all the weight, is tight, has been so for a few frames, the appearance evidence is clearly
-  better than at random road poses (a z-score against a null sample drawn every frame), the odometry is
-  healthy and the estimate lies on the map. Its covariance is the mode's particle spread. While the posterior
-  is multimodal the modes are ranked hypotheses and there is no fix;
-* **kidnap**: when the tracked mode's evidence stays no better than random poses for several frames, the car
-  was teleported (or the map disagrees): the particles are re-spread over the map and there is no fix until
-  the filter converges again.
+  holds nearly all the weight, is tight, no rival mode fits the imagery about as well (rivals keep a floor of
+  particles through resampling, so two identical places stay two modes), the appearance evidence is clearly
+  better than at random road places (a z-score against small clouds of poses around random road points, drawn
+  every frame), the odometry is healthy and the estimate lies on the map. A track started from GPS is locked
+  after a few strong frames; a place found by searching the whole map only after ``relock_frames_global``
+  strong frames over ``relock_distance_m`` of driving (the best of thousands of places fits a few frames by
+  chance). The fix covariance is the mode's particle spread. While the posterior is multimodal the modes are
+  ranked hypotheses and there is no fix;
+* **kidnap**: one very poor frame makes a locked track suspect (no fix until it is confirmed again); evidence
+  no better than random places, or odometry that drives the track off the roads, for several frames while the
+  car moves means the car was teleported (or the map disagrees): half the particles are re-spread over the map
+  and there is no fix until the filter converges and confirms again.
 
 Satellite imagery comes from the :class:`~.index.TileIndex` the UAV localizer uses: its stored tile images
 are pasted into a gray mosaic (in the tiles' CRS, at the BEV resolution) around the area of interest.
