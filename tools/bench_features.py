@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the report to this markdown file (+ .json, .png)")
+    ap.add_argument("--onnx-only", action="store_true", help="only time the XFeat backbone, ONNX Runtime vs torch")
     a = ap.parse_args(argv)
     if a.frames < 1 or a.rotation_frames < 0:
         ap.error("--frames must be >= 1 and --rotation-frames >= 0")
@@ -151,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python tools/bench_features.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     geomap = open_map(a.map)
+    if a.onnx_only:
+        fs = FlightSpec(frames=4, seed=a.seed)
+        frames = _frames(geomap, fs.intrinsics(), make_poses(geomap, fs), 0.0, a.seed)
+        print(json.dumps(_onnx_xfeat((frames * 2)[:8], a.threads)))
+        return 0
     hard = HardSpec()
     other = hard.reference_map(geomap, seed=a.seed)
     spec = TileSpec(size_m=100.0, overlap=0.5, gsd_m=0.25, min_valid=0.9)
