@@ -14,6 +14,13 @@ Scenarios per world and modality: ``gps_lost`` (GPS for the first ``gps_s`` seco
 searches the whole map). Metrics are :func:`~gleam_ros.core.evaluate.compute_metrics` plus the time to the
 first trusted fix. Output: ``vehicle_bench.json``, ``vehicle_bench.md`` and a trajectory plot per
 modality under ``out``.
+
+``hard`` (``gleam bench run --vehicle --hard``) adds, in the same run, the same drives made as hard as a real
+car's: frames with body pitch/roll, a camera height/pitch mis-calibration, sensor effects and occluding
+vehicles (:class:`~gleam_ros.core.sim.drive.DriveRealism`), localized against an index built from an
+"other source" reference (:func:`~gleam_ros.core.sim.realism.other_source_map`: the summer render shifted by
+a known misregistration, re-coloured and re-textured). Errors are measured against the true position, so
+the misregistration shows up as error, as it would in reality; the shift applied is recorded in the output.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +36,7 @@ import numpy as np
 from .errors import ConfigError
 from .evaluate import FrameRecord, compute_metrics, plot_flight
 from .jsonutil import to_jsonable
+from .sim.drive import DriveRealism
 
 MODALITIES = ("ground", "panorama")
 SCENARIOS = ("gps_lost", "cold_start")
@@ -56,8 +64,18 @@ class VehicleBenchConfig:
     n_particles: int = 800
     n_particles_global: int = 4000
     seed: int = 0
+    hard: bool = False  # also run the hard rows (DriveRealism + misregistered other-source index)
+    ref_shift_e_m: float = 2.0  # hard: misregistration of the other-source index, metres east
+    ref_shift_n_m: float = -1.5  # ... and north (2.5 m in all)
+    realism: DriveRealism = field(default_factory=DriveRealism)  # hard: what the drives do
 
     def __post_init__(self) -> None:
+        if not isinstance(self.realism, DriveRealism):
+            raise ConfigError(f"vehicle bench: realism must be a DriveRealism, got {type(self.realism).__name__}")
+        for name in ("ref_shift_e_m", "ref_shift_n_m"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and abs(v) <= 100.0):
+                raise ConfigError(f"vehicle bench: {name} must be a finite number of metres within +-100, got {v!r}")
         if not self.world_seeds:
             raise ConfigError("vehicle bench: no world seeds")
         if not (self.lost_s > 0 and self.gps_s >= 0 and self.fps > 0):
@@ -96,8 +114,9 @@ def _retrieval_record(f, backend, index, modality: str) -> FrameRecord:
 
 
 def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, scenario: str, seed: int,
-              log=print) -> dict:
-    """Render one drive and run the particle filter and retrieval on it; returns records and metrics."""
+              log=print, realism: DriveRealism | None = None) -> dict:
+    """Render one drive (with ``realism`` when given) and run the particle filter and retrieval on it;
+    returns records and metrics."""
     from .camera import CameraIntrinsics
     from .localizer import PositionPrior
     from .sim.drive import simulate_drive
@@ -108,7 +127,7 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
     duration = gps_s + cfg.lost_s
     frames, odom = simulate_drive(world, duration_s=duration, fps=cfg.fps, modality=modality, intr=intr,
                                   season=cfg.drive_season, rng=seed, speed_mps=cfg.speed_mps,
-                                  pano_size=(cfg.pano_width, cfg.pano_height), progress=True)
+                                  pano_size=(cfg.pano_width, cfg.pano_height), progress=True, realism=realism)
     vcfg = VehicleConfig(modality=modality, n_particles=cfg.n_particles, n_particles_global=cfg.n_particles_global)
     loc = VehicleLocalizer(backend, index, vcfg, roads=RoadLayer.from_world(world), seed=seed)
     pf, rt = [], []
@@ -131,7 +150,7 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
     m_pf["n_particles_global"] = cfg.n_particles_global
     m_pf["kidnaps_declared"] = loc.kidnaps
     m_rt = compute_metrics(lost_rt)
-    log(f"  {modality:9s} {scenario:10s} seed {seed}: PF within 10 m {m_pf['within_10m']:.2f}, false "
+    log(f"  {'hard ' if realism else ''}{modality:9s} {scenario:10s} seed {seed}: PF within 10 m {m_pf['within_10m']:.2f}, false "
         f"{m_pf['false_fix_rate']:.3f}, median {m_pf['median_error_m']}; retrieval within 10 m {m_rt['within_10m']:.2f}")
     return {"pf": pf, "retrieval": rt, "metrics": {"particle_filter": m_pf, "retrieval_imagenet": m_rt},
             "gps_s": gps_s}
@@ -162,27 +181,41 @@ def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "
     backend = TorchBackend(threads=1)
     res: dict = {"command": command, "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                  "machine": machine_info(), "config": asdict(cfg), "encoder": backend.describe(), "rows": {}}
-    runs: dict[tuple[str, str], list[dict]] = {}
+    settings = [("easy", None)] + ([("hard", cfg.realism)] if cfg.hard else [])
+    if cfg.hard:
+        res["hard"] = {"ref_shift_e_m": cfg.ref_shift_e_m, "ref_shift_n_m": cfg.ref_shift_n_m,
+                       "ref_shift_m": float(np.hypot(cfg.ref_shift_e_m, cfg.ref_shift_n_m)),
+                       "realism": asdict(cfg.realism)}
+        res["rows_hard"] = {}
+    runs: dict[tuple[str, str, str], list[dict]] = {}
     plots = {}
+    spec = TileSpec(size_m=cfg.tile_size_m, overlap=0.5, gsd_m=cfg.tile_gsd_m)
     for ws in cfg.world_seeds:
         world = make_world(WorldConfig(seed=int(ws), size_m=cfg.world_size_m, gsd_m=cfg.world_gsd_m, season="summer"))
-        spec = TileSpec(size_m=cfg.tile_size_m, overlap=0.5, gsd_m=cfg.tile_gsd_m)
-        index = TileIndex.build(iter_tiles(world.satellite_map(), spec), backend, progress=True)
-        log(f"world {ws}: {len(index)} tiles")
-        for modality in MODALITIES:
-            for scenario in SCENARIOS:
-                run = run_drive(world, index, backend, cfg, modality, scenario, seed=int(ws) + cfg.seed, log=log)
-                runs.setdefault((modality, scenario), []).append(run)
-                if ws == cfg.world_seeds[0] and scenario == "gps_lost":
-                    p = out / f"vehicle_{modality}.png"
-                    plot_flight(run["pf"], p, geomap=world.satellite_map(),
-                                title=f"{modality} camera, world {ws}, GPS lost after {cfg.gps_s:.0f} s "
-                                      f"(particle filter, ImageNet encoder unused)",
-                                spans=[(cfg.gps_s, cfg.gps_s + cfg.lost_s, "GPS lost")])
-                    plots[modality] = p.name
-    for (modality, scenario), rs in runs.items():
+        for setting, realism in settings:
+            ref = world.satellite_map() if realism is None else hard_reference(world, cfg, seed=int(ws))
+            index = TileIndex.build(iter_tiles(ref, spec), backend, progress=True)
+            log(f"world {ws} ({setting}): {len(index)} tiles")
+            for modality in MODALITIES:
+                for scenario in SCENARIOS:
+                    run = run_drive(world, index, backend, cfg, modality, scenario, seed=int(ws) + cfg.seed, log=log,
+                                    realism=realism)
+                    runs.setdefault((setting, modality, scenario), []).append(run)
+                    if ws == cfg.world_seeds[0] and scenario == "gps_lost":
+                        sfx = "" if realism is None else "_hard"
+                        p = out / f"vehicle_{modality}{sfx}.png"
+                        what = "" if realism is None else (
+                            f"HARD (body motion, mis-calibration, sensor, occluders; index shifted "
+                            f"{cfg.ref_shift_e_m:+.1f} m E {cfg.ref_shift_n_m:+.1f} m N), ")
+                        plot_flight(run["pf"], p, geomap=world.satellite_map(),
+                                    title=f"{what}{modality} camera, world {ws}, GPS lost after {cfg.gps_s:.0f} s "
+                                          f"(particle filter, ImageNet encoder unused)",
+                                    spans=[(cfg.gps_s, cfg.gps_s + cfg.lost_s, "GPS lost")])
+                        plots[modality + sfx] = p.name
+    for (setting, modality, scenario), rs in runs.items():
+        rows = res["rows"] if setting == "easy" else res["rows_hard"]
         for method in ("particle_filter", "retrieval_imagenet"):
-            res["rows"][f"{modality}/{scenario}/{method}"] = _pooled(rs, method)
+            rows[f"{modality}/{scenario}/{method}"] = _pooled(rs, method)
     res["plots"] = plots
     res["wall_s"] = time.perf_counter() - t_start
     (out / "vehicle_bench.json").write_text(json.dumps(to_jsonable(res), indent=2))
@@ -192,14 +225,17 @@ def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "
     return res
 
 
+def hard_reference(world, cfg: VehicleBenchConfig, seed: int = 0):
+    """The hard rows' index imagery: ``world``'s summer render from "another source", shifted by
+    (``cfg.ref_shift_e_m``, ``cfg.ref_shift_n_m``) metres, re-coloured and re-textured
+    (:func:`~gleam_ros.core.sim.realism.other_source_map` defaults)."""
+    from .sim.realism import other_source_map
+
+    return other_source_map(world.satellite_map(), cfg.ref_shift_e_m, cfg.ref_shift_n_m, seed=seed)
+
+
 def markdown_report(res: dict) -> str:
-    """The vehicle table (rows: modality x scenario x method)."""
-    def pct(v):
-        return "-" if v is None else f"{100 * v:.1f} %"
-
-    def num(v, fmt="{:.2f}"):
-        return "-" if v is None else fmt.format(v)
-
+    """The vehicle tables (rows: modality x scenario x method): easy, then hard when the run had it."""
     cfg = res["config"]
     m = res["machine"]
     lines = [
@@ -215,19 +251,47 @@ def markdown_report(res: dict) -> str:
         "count. `cold_start`: no GPS at all. Particle counts: "
         f"{cfg['n_particles']} tracking / {cfg['n_particles_global']} searching.",
         "",
-        "| camera | scenario | method | frames | fix within 10 m | median error | heading error | false fixes (>25 m) "
-        "| cov. inside 95 % | time to first fix (s, per drive) | latency p50 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, r in res["rows"].items():
+    if "hard" in res:
+        h, r = res["hard"], res["hard"]["realism"]
+        lines += [
+            f"**Hard rows**: the same drives with body pitch/roll (OU std {r['pitch_std_deg']:g} / "
+            f"{r['roll_std_deg']:g} deg, {r['body_tau_s']:g} s, {r['brake_pitch_deg_per_mps2']:g} deg per m/s^2 of "
+            f"braking), the camera {r['height_offset_m']:+g} m / {r['pitch_offset_deg']:+g} deg off the configured "
+            f"height / pitch, sensor effects (strength {r['sensor']:g}), {r['occluders']:g} occluding vehicles per "
+            f"frame on average, against an other-source index shifted {h['ref_shift_e_m']:+g} m E, "
+            f"{h['ref_shift_n_m']:+g} m N ({h['ref_shift_m']:.1f} m) and re-textured; errors against the true "
+            "position.", ""]
+    tables = [("easy", res["rows"])] + ([("hard", res["rows_hard"])] if "rows_hard" in res else [])
+    for setting, rows in tables:
+        lines += _table(rows, setting if len(tables) > 1 else None)
+    return "\n".join(lines) + "\n"
+
+
+def _table(rows: dict, setting: str | None) -> list[str]:
+    """Markdown table lines of one setting's rows (a leading ``setting`` column when given)."""
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    def num(v, fmt="{:.2f}"):
+        return "-" if v is None else fmt.format(v)
+
+    lead, sep = ("| setting ", "|---") if setting else ("", "")
+    lines = [
+        lead + "| camera | scenario | method | frames | fix within 10 m | median error | heading error | false fixes "
+        "(>25 m) | cov. inside 95 % | time to first fix (s, per drive) | latency p50 |",
+        sep + "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in rows.items():
         modality, scenario, method = key.split("/")
         lines.append(
-            f"| {modality} | {scenario} | {method} | {r['frames']} | {pct(r.get('within_10m'))} | "
+            (f"| {setting} " if setting else "") + f"| {modality} | {scenario} | {method} | {r['frames']} | "
+            f"{pct(r.get('within_10m'))} | "
             f"{num(r.get('median_error_m'), '{:.2f} m')} | {num(r.get('median_heading_error_deg'), '{:.1f} deg')} | "
             f"{pct(r.get('false_fix_rate'))} | {pct(r.get('cov_consistency_95'))} | "
             f"{', '.join('-' if v is None else f'{v:g}' for v in r.get('time_to_first_fix_s', []))} | "
             f"{num(r.get('latency_p50_ms'), '{:.0f} ms')} |")
-    return "\n".join(lines) + "\n"
+    return lines + [""]
 
 
 def config_from_args(a) -> VehicleBenchConfig:
@@ -237,4 +301,6 @@ def config_from_args(a) -> VehicleBenchConfig:
         cfg = replace(cfg, seed=int(a.seed))
     if getattr(a, "world_size", None):
         cfg = replace(cfg, world_size_m=float(a.world_size))
+    if getattr(a, "hard", False):
+        cfg = replace(cfg, hard=True)
     return cfg

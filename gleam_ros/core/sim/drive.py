@@ -12,6 +12,11 @@ odometry with a per-drive scale error, a gyro bias and white noise (:class:`Odom
 would. ``kidnap_at_s`` teleports the car (a "kidnapped robot"): the pose jumps to a distant road while the
 odometry carries on as if nothing happened.
 
+``realism`` (:class:`DriveRealism`) makes the frames fail the way a real car's do: the body pitches and rolls
+(slowly varying, plus nose-dive on braking), the camera sits at another height / pitch than the localizer is
+told (a constant mis-calibration), the sensor blurs, mis-exposes, adds noise and JPEG
+(:func:`.realism.random_sensor`), and other vehicles occlude the road. The frames' poses stay the true ones.
+
 Poses are in UTM metres of ``world.crs`` (east, north), heading in degrees clockwise from north.
 """
 
@@ -27,7 +32,7 @@ from ..errors import ConfigError
 from ..geo import heading_diff_deg as heading_diff
 from ..vehicle import OdometrySample, RoadLayer
 
-__all__ = ["DriveFrame", "OdomNoise", "OdometrySample", "RoadGrid", "integrate_odometry", "odometry_from_truth",
+__all__ = ["DriveFrame", "DriveRealism", "OdomNoise", "OdometrySample", "RoadGrid", "integrate_odometry", "odometry_from_truth",
            "plan_drive", "simulate_drive"]
 
 
@@ -45,6 +50,75 @@ class OdomNoise:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ConfigError(f"OdomNoise.{name} must be a finite number >= 0, got {v!r}")
+
+
+@dataclass(frozen=True)
+class DriveRealism:
+    """What makes a simulated drive's frames as hard as a real car's (pass to :func:`simulate_drive`).
+
+    Body motion: pitch and roll are slowly varying (Ornstein-Uhlenbeck, std ``pitch_std_deg`` /
+    ``roll_std_deg``, correlation time ``body_tau_s``) plus ``brake_pitch_deg_per_mps2`` times the car's
+    acceleration (the nose dips on braking, so the camera looks down). Mis-calibration: the camera is
+    ``height_offset_m`` higher and ``pitch_offset_deg`` more up-looking than the nominal 1.6 m / 0 deg a
+    localizer is configured with. ``sensor``: strength of :func:`.realism.random_sensor` per frame (0 = clean).
+    ``occluders``: mean number of dark boxes (other vehicles) pasted on the lower image half per frame.
+    :meth:`none` is a spec that changes nothing; the default is the hard benchmark's.
+    """
+
+    pitch_std_deg: float = 1.2
+    roll_std_deg: float = 0.7
+    body_tau_s: float = 1.5
+    brake_pitch_deg_per_mps2: float = 0.3
+    height_offset_m: float = 0.15
+    pitch_offset_deg: float = -1.0
+    sensor: float = 1.0
+    occluders: float = 0.7
+
+    def __post_init__(self) -> None:
+        from .realism import _finite
+
+        for name, lo, hi in (("pitch_std_deg", 0.0, 10.0), ("roll_std_deg", 0.0, 10.0), ("body_tau_s", 0.0, 600.0),
+                             ("brake_pitch_deg_per_mps2", -3.0, 3.0), ("height_offset_m", -0.4, 1.0),
+                             ("pitch_offset_deg", -10.0, 10.0), ("sensor", 0.0, 3.0), ("occluders", 0.0, 5.0)):
+            _finite(f"DriveRealism.{name}", getattr(self, name), lo, hi)
+        if self.body_tau_s <= 0:
+            raise ConfigError(f"DriveRealism.body_tau_s must be > 0 seconds, got {self.body_tau_s}")
+
+    @staticmethod
+    def none() -> DriveRealism:
+        """A spec that changes nothing (rigid, calibrated camera, clean frames, empty roads)."""
+        return DriveRealism(0.0, 0.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def _body_attitude(t: np.ndarray, v: np.ndarray, real: DriveRealism, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """True camera (pitch, roll) in degrees at the ticks ``t`` of a drive with speeds ``v`` (see DriveRealism)."""
+    from .street import MAX_TILT_DEG
+
+    n = len(t)
+    dt = float(t[1] - t[0]) if n > 1 else 1.0
+    a = math.exp(-dt / real.body_tau_s)
+    z = rng.normal(0.0, 1.0, (2, n))
+    ou = np.zeros((2, n))
+    ou[:, 0] = z[:, 0]
+    for i in range(1, n):
+        ou[:, i] = a * ou[:, i - 1] + math.sqrt(1.0 - a * a) * z[:, i]
+    accel = np.gradient(v, dt) if n > 1 else np.zeros(n)
+    pitch = real.pitch_offset_deg + real.pitch_std_deg * ou[0] + real.brake_pitch_deg_per_mps2 * accel
+    roll = real.roll_std_deg * ou[1]
+    return np.clip(pitch, -MAX_TILT_DEG, MAX_TILT_DEG), np.clip(roll, -MAX_TILT_DEG, MAX_TILT_DEG)
+
+
+def _occlude(img: np.ndarray, mean_boxes: float, rng: np.random.Generator) -> np.ndarray:
+    """Paste a Poisson(``mean_boxes``) number of dark boxes (other vehicles) on the lower half of ``img``."""
+    h, w = img.shape[:2]
+    out = img.copy()
+    for _ in range(int(rng.poisson(mean_boxes))):
+        bw, bh = int(w * rng.uniform(0.08, 0.25)), int(h * rng.uniform(0.06, 0.18))
+        x0 = int(rng.integers(0, max(1, w - bw)))
+        y1 = int(rng.uniform(0.55, 1.0) * h)
+        out[max(h // 2, y1 - bh):y1, x0:x0 + bw] = rng.integers(15, 80, 3).astype(np.uint8)
+    return out
 
 
 @dataclass
@@ -355,7 +429,8 @@ def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: 
                    modality: str = "ground", intr=None, season: str | None = "autumn", rng=0,
                    kidnap_at_s: float | None = None, odom_noise: OdomNoise | None = None,
                    speed_mps: float = 8.0, region=None, pano_size: tuple[int, int] = (512, 256),
-                   progress: bool = False) -> tuple[list[DriveFrame], list[OdometrySample]]:
+                   progress: bool = False, realism: DriveRealism | None = None
+                   ) -> tuple[list[DriveFrame], list[OdometrySample]]:
     """Drive ``world``'s roads and record camera frames and odometry.
 
     Args:
@@ -369,6 +444,9 @@ def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: 
         kidnap_at_s: teleport the car at this time (see :func:`plan_drive`); the odometry does not see it.
         odom_noise: the odometry error model (default :class:`OdomNoise`).
         speed_mps, region: as in :func:`plan_drive`.
+        realism: a :class:`DriveRealism` (body motion, camera mis-calibration, sensor effects, occluders);
+            None = a rigid, calibrated camera and clean frames. It draws from its own random stream, so the
+            route, odometry and appearance are those of the same ``rng`` without it.
 
     Returns ``(frames, odometry)``: :class:`DriveFrame` per camera frame (true pose, lat/lon), and
     :class:`OdometrySample` per odometry tick.
@@ -384,12 +462,20 @@ def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: 
     if odom_hz < fps:
         raise ConfigError(f"odom_hz ({odom_hz}) must be at least fps ({fps})")
     rng = _check_rng(rng)
+    if realism is not None and not isinstance(realism, DriveRealism):
+        raise ConfigError(f"realism must be a DriveRealism or None, got {type(realism).__name__}")
     noise = odom_noise or OdomNoise()
     intr = intr or CameraIntrinsics.from_fov(640, 480, 90.0)
     dt = 1.0 / float(odom_hz)
     st = _drive_states(world, duration_s, speed_mps, rng, dt, region, kidnap_at_s)
     odom = odometry_from_truth(st["t"], st["v"], st["yaw_rate"], noise, rng)
     scene = StreetScene.from_world(world, season=season, appearance_seed=int(rng.integers(1 << 31)))
+    if realism is not None:
+        from .realism import apply_sensor, random_sensor
+
+        rrng = np.random.default_rng(int(rng.integers(1 << 31)))  # drawn last: the drive itself is unchanged
+        pitch, roll = _body_attitude(st["t"], st["v"], realism, rrng)
+        height = GroundPose(0.0, 0.0, 0.0).height_m + realism.height_offset_m
     n_frames = int(math.floor(float(duration_s) * fps + 1e-9)) + 1
     kid = int(st["kidnap_step"])
     frames: list[DriveFrame] = []
@@ -402,10 +488,15 @@ def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: 
     for k in steps:
         i = min(int(round(k / fps / dt)), len(st["t"]) - 1)
         pose = GroundPose(float(st["x"][i]), float(st["y"][i]), float(st["heading_deg"][i]))
+        if realism is not None:
+            pose = GroundPose(pose.x, pose.y, pose.heading_deg, height, float(pitch[i]), float(roll[i]))
         if modality == "ground":
             img = render_ground(scene, pose, intr)
         else:
             img = render_panorama(scene, pose, width=int(pano_size[0]), height=int(pano_size[1]))
+        if realism is not None:
+            img = _occlude(img, realism.occluders, rrng) if realism.occluders > 0 else img
+            img = apply_sensor(img, random_sensor(rrng, realism.sensor), rrng)
         lat, lon = pose_latlon(world, pose)
         kidnapped = kid >= 0 and i >= kid and not seen_kidnap
         seen_kidnap |= kidnapped

@@ -1,0 +1,121 @@
+"""Drive realism (issue 12 follow-up): body motion, mis-calibration, sensor effects, occluders; hard bench path."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from gleam_ros.core.bench_vehicle import VehicleBenchConfig, markdown_report, run_vehicle_bench
+from gleam_ros.core.camera import CameraIntrinsics
+from gleam_ros.core.errors import ConfigError
+from gleam_ros.core.sim.drive import DriveRealism, simulate_drive
+from gleam_ros.core.sim.street import GroundPose, pose_latlon
+from gleam_ros.core.sim.world import WorldConfig, make_world
+
+INTR = CameraIntrinsics.from_fov(160, 120, 90.0)  # focal length 80 px
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(WorldConfig(seed=3, size_m=400.0, gsd_m=0.5))
+
+
+@pytest.fixture(scope="module")
+def easy(world):
+    return simulate_drive(world, duration_s=2.0, fps=1.0, intr=INTR, rng=5)
+
+
+def _only(**kw) -> DriveRealism:
+    return DriveRealism(**{**vars(DriveRealism.none()), **kw})
+
+
+def _gray(img):
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def test_pitch_offset_moves_the_horizon_by_the_predicted_rows(world, easy):
+    frames, odom = easy
+    hard, odom_h = simulate_drive(world, duration_s=2.0, fps=1.0, intr=INTR, rng=5,
+                                  realism=_only(pitch_offset_deg=3.0))
+    want = INTR.fy * math.tan(math.radians(3.0))  # looking up 3 deg moves the scene 4.2 px down
+    for fe, fh in zip(frames, hard):
+        (dx, dy), _ = cv2.phaseCorrelate(_gray(fe.image), _gray(fh.image))
+        assert abs(dy - want) < 0.6 and abs(dx) < 0.5, (dx, dy, want)
+        # ground truth: the same place, heading and time; the pose records the true attitude
+        assert (fh.t, fh.lat, fh.lon, fh.pose.heading_deg) == (fe.t, fe.lat, fe.lon, fe.pose.heading_deg)
+        assert fh.pose.pitch_deg == pytest.approx(3.0) and fh.pose.height_m == fe.pose.height_m
+    assert odom_h == odom
+
+
+def test_body_motion_and_miscalibration_are_in_the_true_pose(world, easy):
+    frames, _ = easy
+    spec = _only(pitch_std_deg=1.2, roll_std_deg=0.7, height_offset_m=0.15, pitch_offset_deg=-1.0)
+    hard, _ = simulate_drive(world, duration_s=20.0, fps=2.0, intr=INTR, rng=5, realism=spec)
+    assert (hard[0].lat, hard[0].lon) == (frames[0].lat, frames[0].lon)
+    pitch = np.array([f.pose.pitch_deg for f in hard])
+    roll = np.array([f.pose.roll_deg for f in hard])
+    assert all(f.pose.height_m == pytest.approx(GroundPose(0, 0, 0).height_m + 0.15) for f in hard)
+    assert abs(pitch.mean() + 1.0) < 1.5 and 0.2 < pitch.std() < 3.0 and 0.1 < roll.std() < 2.0
+    # slowly varying (1.5 s correlation time): neighbouring frames 0.5 s apart are strongly correlated
+    assert np.corrcoef(roll[:-1], roll[1:])[0, 1] > 0.3
+    for f in hard:  # the frame is rendered from that true pose
+        assert (f.lat, f.lon) == pose_latlon(world, f.pose)
+
+
+def test_sensor_effects_and_occluders_change_the_image(world, easy):
+    frames, _ = easy
+    sens, _ = simulate_drive(world, duration_s=2.0, fps=1.0, intr=INTR, rng=5, realism=_only(sensor=1.0))
+    for fe, fs in zip(frames, sens):
+        assert fs.image.shape == fe.image.shape
+        assert np.abs(fs.image.astype(int) - fe.image.astype(int)).mean() > 1.0
+    occ, _ = simulate_drive(world, duration_s=2.0, fps=1.0, intr=INTR, rng=5, realism=_only(occluders=4.0))
+    diff = np.stack([np.abs(o.image.astype(int) - e.image.astype(int)).sum(-1) for o, e in zip(occ, frames)])
+    assert diff[:, : INTR.height // 2].max() == 0  # only the lower half (the road) is occluded
+    assert (diff[:, INTR.height // 2:] > 0).any()
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"pitch_std_deg": -1.0}, "DriveRealism.pitch_std_deg"),
+    ({"roll_std_deg": float("nan")}, "DriveRealism.roll_std_deg"),
+    ({"body_tau_s": 0.0}, "DriveRealism.body_tau_s"),
+    ({"height_offset_m": 2.0}, "DriveRealism.height_offset_m"),
+    ({"pitch_offset_deg": 45.0}, "DriveRealism.pitch_offset_deg"),
+    ({"sensor": 5.0}, "DriveRealism.sensor"),
+    ({"occluders": "many"}, "DriveRealism.occluders"),
+])
+def test_bad_realism_is_a_config_error_naming_the_field(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        DriveRealism(**kw)
+
+
+def test_simulate_drive_rejects_a_non_spec(world):
+    with pytest.raises(ConfigError, match="realism"):
+        simulate_drive(world, duration_s=1.0, fps=1.0, intr=INTR, rng=5, realism={"sensor": 1.0})
+
+
+def test_bench_config_checks():
+    with pytest.raises(ConfigError, match="ref_shift_e_m"):
+        VehicleBenchConfig(ref_shift_e_m=float("inf"))
+    with pytest.raises(ConfigError, match="realism"):
+        VehicleBenchConfig(realism=0.5)
+
+
+def test_hard_bench_quick_path_runs_and_records_the_misregistration(tmp_path):
+    cfg = VehicleBenchConfig(world_seeds=(4242,), world_size_m=200.0, world_gsd_m=0.5, gps_s=1.0, lost_s=1.0,
+                             image_width=96, image_height=72, pano_width=128, pano_height=64, n_particles=100,
+                             n_particles_global=200, hard=True, ref_shift_e_m=2.0, ref_shift_n_m=-1.5)
+    res = run_vehicle_bench(cfg, tmp_path, command="test", log=lambda *a: None)
+    saved = json.loads((tmp_path / "vehicle_bench.json").read_text())
+    assert saved["hard"]["ref_shift_e_m"] == 2.0 and saved["hard"]["ref_shift_n_m"] == -1.5
+    assert saved["hard"]["ref_shift_m"] == pytest.approx(2.5)
+    assert saved["hard"]["realism"] == vars(DriveRealism())
+    assert set(res["rows"]) == set(res["rows_hard"]) and len(res["rows_hard"]) == 8
+    assert all(r["frames"] > 0 for r in res["rows_hard"].values())
+    md = (tmp_path / "vehicle_bench.md").read_text()
+    assert md == markdown_report(res) and "| hard | ground | gps_lost |" in md and "| easy |" in md
+    assert "+2 m E, -1.5 m N (2.5 m)" in md
+    assert (tmp_path / "vehicle_ground_hard.png").exists() and (tmp_path / "vehicle_ground.png").exists()
