@@ -675,7 +675,9 @@ def _add_bench_run_parser(bench) -> None:
                         "1.5 m S) and the procedural world with parallax, oblique views up to 45 deg, sensor effects")
     p.add_argument("--vehicle", action="store_true",
                    help="the vehicle rows instead: ground and panorama drives on held-out procedural worlds, the "
-                        "particle filter vs retrieval only (gleam_ros.core.bench_vehicle)")
+                        "particle filter vs retrieval only (gleam_ros.core.bench_vehicle); with --hard also the same "
+                        "drives with body motion, camera mis-calibration, sensor effects and occluders against an "
+                        "other-source index shifted 2 m E / 1.5 m S (easy and hard rows side by side)")
 
 
 def cmd_bench_run(a: argparse.Namespace) -> int:
