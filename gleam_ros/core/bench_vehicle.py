@@ -205,11 +205,10 @@ def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "
                         sfx = "" if realism is None else "_hard"
                         p = out / f"vehicle_{modality}{sfx}.png"
                         what = "" if realism is None else (
-                            f"HARD (body motion, mis-calibration, sensor, occluders; index shifted "
-                            f"{cfg.ref_shift_e_m:+.1f} m E {cfg.ref_shift_n_m:+.1f} m N), ")
+                            f"HARD (index off by {np.hypot(cfg.ref_shift_e_m, cfg.ref_shift_n_m):.1f} m): ")
                         plot_flight(run["pf"], p, geomap=world.satellite_map(),
                                     title=f"{what}{modality} camera, world {ws}, GPS lost after {cfg.gps_s:.0f} s "
-                                          f"(particle filter, ImageNet encoder unused)",
+                                          f"(particle filter)",
                                     spans=[(cfg.gps_s, cfg.gps_s + cfg.lost_s, "GPS lost")])
                         plots[modality + sfx] = p.name
     for (setting, modality, scenario), rs in runs.items():
