@@ -39,7 +39,7 @@ import torch
 from . import geo
 from .camera import CAMERA_TO_BODY, CameraIntrinsics
 from .errors import ConfigError, InputError
-from .plane import split_planes
+from .plane import centre_jacobian, split_planes
 
 _FEATURES = ("sift", "orb", "akaze", "xfeat", "aliked")
 _LEARNED = ("xfeat", "aliked")  # learned backends (gleam_ros.core.features), imported lazily
@@ -223,10 +223,7 @@ def _homography_problem(h: np.ndarray, w: int, hgt: int) -> str:
     if not (np.all(den > 0) or np.all(den < 0)) or np.min(np.abs(den)) < 1e-9 * np.max(np.abs(h)):
         return "degenerate homography (horizon crosses the frame)"
     hn = h / den.mean()
-    c = np.array([(w - 1) / 2.0, (hgt - 1) / 2.0])
-    x = hn @ np.array([c[0], c[1], 1.0])
-    # Jacobian of the projective map at the frame centre
-    jac = (hn[:2, :2] * x[2] - np.outer(x[:2], hn[2, :2])) / x[2] ** 2
+    jac = centre_jacobian(hn, w, hgt)  # Jacobian of the projective map at the frame centre
     det = float(np.linalg.det(jac))
     if not det > 0:
         return "degenerate homography (mirrored)"
