@@ -289,7 +289,7 @@ def test_replay_eval_launch_file_matches_the_package():
     assert files == [p.get("from") for p in localize.iter("param") if p.get("from")]
     assert args["config"] == {a.get("name"): a.get("default") for a in localize.iter("arg")}["config"]
     remaps = {r.get("from") for r in node.iter("remap")}
-    assert remaps == {"image", "camera_info", "gps/fix", "altitude", "imu"}
+    assert remaps == {"image", "camera_info", "gps/fix", "altitude", "imu", "odom"}
     (exe,) = list(root.iter("executable"))
     values = {**{k: v for k, v in args.items() if v is not None}, "bag": "flight.mcap", "index": "index"}
     cmd = shlex.split(re.sub(r"\$\(var (\w+)\)", lambda m: values[m.group(1)], exe.get("cmd")))
