@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-valid", type=float, default=0.9,
                    help="skip tiles with less valid (non-hole) area than this (default 0.9)")
     b.add_argument("--kind", choices=("flat", "hnsw", "ivfpq"), default="flat", help="faiss index kind")
+    b.add_argument("--reference-std-m", type=float, default=0.0,
+                   help="registration accuracy of the map imagery, 1-sigma per horizontal axis in metres (its "
+                        "stated accuracy; default 0 = exact); added to the covariance of every published fix")
     b.add_argument("--batch-size", type=int, default=16)
     _add_backend_args(b)
     _add_shard_parsers(idx)
@@ -264,10 +268,13 @@ def _add_vehicle_bag_args(s: argparse.ArgumentParser) -> None:
 def cmd_index_build(a: argparse.Namespace) -> int:
     """`gleam index build`."""
     from .core.encoder import load_backend
+    from .core.errors import ConfigError
     from .core.index import TileIndex
     from .core.maps import open_map
     from .core.tiles import TileSpec, iter_tiles, tile_grid
 
+    if not (math.isfinite(a.reference_std_m) and a.reference_std_m >= 0.0):
+        raise ConfigError(f"--reference-std-m must be a finite number >= 0 (metres), got {a.reference_std_m}")
     geomap = open_map(a.map)
     spec = TileSpec(size_m=a.tile_size, overlap=a.overlap, gsd_m=a.gsd, min_valid=a.min_valid)
     backend = load_backend(a.backend, a.model, a.device)
@@ -275,7 +282,8 @@ def cmd_index_build(a: argparse.Namespace) -> int:
     index = TileIndex.build(
         iter_tiles(geomap, spec), backend, kind=a.kind, batch_size=a.batch_size, total=total, progress=True,
         map_info={"name": geomap.name, "path": str(Path(a.map).resolve()), "tile_size_m": spec.size_m,
-                  "overlap": spec.overlap, "gsd_m": spec.gsd_m, "min_valid": spec.min_valid},
+                  "overlap": spec.overlap, "gsd_m": spec.gsd_m, "min_valid": spec.min_valid,
+                  "reference_std_m": a.reference_std_m},
     )
     out = index.save(a.out)
     print(f"index: {index.n_tiles} tiles of {total} grid cells ({index.kind}, dim {index.dim}) -> {out}")
@@ -675,6 +683,10 @@ def _add_bench_run_parser(bench) -> None:
                         "particle filter vs retrieval only (gleam_ros.core.bench_vehicle); with --hard also the same "
                         "drives with body motion, camera mis-calibration, sensor effects and occluders against an "
                         "other-source index shifted 2 m E / 1.5 m S (easy and hard rows side by side)")
+    p.add_argument("--ref-std", type=float, default=None,
+                   help="--hard: registration accuracy declared for the other-source index (real map, or the "
+                        "vehicle drives' index), 1-sigma per axis in metres (as `gleam index build "
+                        "--reference-std-m`; default 0)")
 
 
 def cmd_bench_run(a: argparse.Namespace) -> int:

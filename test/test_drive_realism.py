@@ -102,16 +102,19 @@ def test_bench_config_checks():
         VehicleBenchConfig(ref_shift_e_m=float("inf"))
     with pytest.raises(ConfigError, match="realism"):
         VehicleBenchConfig(realism=0.5)
+    with pytest.raises(ConfigError, match="ref_std_m"):
+        VehicleBenchConfig(ref_std_m=-0.5)
 
 
 def test_hard_bench_quick_path_runs_and_records_the_misregistration(tmp_path):
     cfg = VehicleBenchConfig(world_seeds=(4242,), world_size_m=200.0, world_gsd_m=0.5, gps_s=1.0, lost_s=1.0,
                              image_width=96, image_height=72, pano_width=128, pano_height=64, n_particles=100,
-                             n_particles_global=200, hard=True, ref_shift_e_m=2.0, ref_shift_n_m=-1.5)
+                             n_particles_global=200, hard=True, ref_shift_e_m=2.0, ref_shift_n_m=-1.5, ref_std_m=1.5)
     res = run_vehicle_bench(cfg, tmp_path, command="test", log=lambda *a: None)
     saved = json.loads((tmp_path / "vehicle_bench.json").read_text())
     assert saved["hard"]["ref_shift_e_m"] == 2.0 and saved["hard"]["ref_shift_n_m"] == -1.5
     assert saved["hard"]["ref_shift_m"] == pytest.approx(2.5)
+    assert saved["hard"]["ref_std_m"] == 1.5
     assert saved["hard"]["realism"] == vars(DriveRealism())
     assert set(res["rows"]) == set(res["rows_hard"]) and len(res["rows_hard"]) == 8
     assert all(r["frames"] > 0 for r in res["rows_hard"].values())

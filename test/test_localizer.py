@@ -252,3 +252,59 @@ def test_localizer_withholds_the_fix_when_verified_hypotheses_disagree(setup, sh
     else:
         assert res.fix is not None and res.reason == ""
         assert distance_m(res.fix.lat, res.fix.lon, lat0, lon0) < 3.0
+
+
+def _with_reference_std(index, out_dir, value):
+    """Save ``index`` and declare the imagery's registration accuracy in its manifest, as
+    ``gleam index build --reference-std-m`` does; return the directory."""
+    import json
+
+    d = index.save(out_dir)
+    mpath = d / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["map_info"]["reference_std_m"] = value
+    mpath.write_text(json.dumps(manifest))
+    return d
+
+
+def test_reference_registration_accuracy_is_added_to_published_covariance(setup, tmp_path):
+    """A misregistered orthophoto shifts every fix by the same offset, which no per-frame covariance sees:
+    the index's declared accuracy is added (in quadrature) to every published covariance, and nothing else
+    changes (positions, which hypotheses verify, the filter's own track)."""
+    from gleam_ros.core.errors import IndexFormatError
+
+    world, geomap, query_map, backend, index = setup
+    assert index.reference_std_m == 0.0  # not declared: the imagery is taken as exact
+    loaded = TileIndex.load(_with_reference_std(index, tmp_path / "ref2", 2.0), backend=backend)
+    assert loaded.reference_std_m == 2.0
+    plain = Localizer(backend, index, LocalizerConfig(filter=_instant_filter()))
+    declared = Localizer(backend, loaded, LocalizerConfig(filter=_instant_filter()))
+    lat0, lon0 = geomap.center_latlon()
+    n_fix = 0
+    for i in range(3):
+        lat, lon = offset_latlon(lat0, lon0, -30 + 15 * i, 5.0)
+        pose = Pose(t=float(i), lat=lat, lon=lon, alt_m=120, heading_deg=40 + 30 * i)
+        frame = _frame(query_map, pose, seed=30 + i)
+        a = plain.localize(frame, t=pose.t, intrinsics=INTR, priors=Priors(alt_m=120))
+        b = declared.localize(frame, t=pose.t, intrinsics=INTR, priors=Priors(alt_m=120))
+        assert [h.status for h in a.hypotheses] == [h.status for h in b.hypotheses]
+        for ha, hb in zip(a.hypotheses, b.hypotheses):
+            assert (ha.lat, ha.lon) == (hb.lat, hb.lon) or not math.isfinite(ha.lat)
+            if np.all(np.isfinite(ha.cov_en)):
+                assert np.allclose(hb.cov_en, ha.cov_en + 4.0 * np.eye(2))
+        if a.fix is not None:
+            n_fix += 1
+            assert b.fix is not None and np.allclose(b.fix.cov_en, a.fix.cov_en + 4.0 * np.eye(2))
+    assert n_fix >= 2
+    for k, bad in enumerate((-1.0, "two", float("nan"))):
+        d = _with_reference_std(index, tmp_path / f"bad{k}", bad)
+        with pytest.raises(IndexFormatError, match="manifest.json.*reference_std_m"):
+            TileIndex.load(d, backend=backend)
+
+
+def test_index_build_cli_declares_reference_accuracy(tmp_path, capsys):
+    from gleam_ros import cli
+
+    rc = cli.main(["index", "build", "--map", str(tmp_path / "none.tif"), "--out", str(tmp_path / "i"),
+                   "--reference-std-m", "-1"])
+    assert rc == 2 and "--reference-std-m" in capsys.readouterr().err

@@ -293,6 +293,12 @@ def test_bench_run_hard_builds_the_hard_scenes(tmp_path):
     real, world = scenes
     assert real.verify["max_tilt_deg"] >= 50.0 and real.hard["shift_e_m"] == HardSpec().shift_e_m
     assert real.simulate is not None and world.simulate is not None
+    assert real.reference_std_m == 0.0  # nothing declared: the other source is taken as exact
+    a2 = build_parser().parse_args(["bench", "run", "--hard", "--map", str(tif), "--world-size", "300",
+                                    "--ref-std", "1.5"])
+    assert [s.reference_std_m for s in make_scenes(config_from_args(a2))] == [1.5, 0.0]  # the world is registered
+    with pytest.raises(ConfigError, match="ref-std"):
+        BenchConfig(map_path=str(tif), hard=True, ref_std_m=-1.0)
     # the real scene's index map is the other source: the red square sits 2 m E, 1.5 m S of the truth
     f = geo.LocalFrame(lat, lon)
     e, n = np.meshgrid(np.arange(-12, 12.01, 0.25), np.arange(-12, 12.01, 0.25))

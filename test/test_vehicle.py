@@ -196,3 +196,28 @@ def test_embedding_term_caches_crops_per_cell(world, backend, index):
     assert 0 < len(cells) <= 40  # particles around the GPS fix: a few 10 m cells, not the whole map
     assert all(v.shape == (backend.dim,) for k, v in loc._embed_cache.items() if v is not None)
     assert rows[-1][2] < 10.0
+
+
+def test_reference_registration_accuracy_is_added_to_the_fix_covariance(world, backend, index, tmp_path):
+    """The index's declared imagery accuracy (``gleam index build --reference-std-m``) widens every published
+    covariance by that variance on both axes; the filter itself (positions, trust) is unchanged."""
+    import json
+
+    d = index.save(tmp_path / "idx")
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["map_info"]["reference_std_m"] = 1.5
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    declared = TileIndex.load(d, backend=backend)
+    frames, odom = simulate_drive(world, duration_s=12.0, fps=2.0, modality="ground", intr=INTR, rng=4,
+                                  season="autumn")
+    roads = RoadLayer.from_world(world)
+    a = run(VehicleLocalizer(backend, index, CFG, roads=roads, seed=0), frames, odom, gps_until_s=3.0)
+    b = run(VehicleLocalizer(backend, declared, CFG, roads=roads, seed=0), frames, odom, gps_until_s=3.0)
+    n_fix = 0
+    for (_, ra, _), (_, rb, _) in zip(a, b):
+        assert (ra.fix is None) == (rb.fix is None)
+        for ha, hb in zip(ra.hypotheses, rb.hypotheses):
+            assert (ha.lat, ha.lon) == (hb.lat, hb.lon)
+            assert np.allclose(hb.cov_en, ha.cov_en + 2.25 * np.eye(2))
+        n_fix += ra.fix is not None
+    assert n_fix >= 3

@@ -80,6 +80,9 @@ class BenchConfig:
     seed: int = 0
     verify_features: str = "sift"  # VerifyConfig.features of every verifying method
     hard: bool = False  # the hard scenes instead (gleam_ros.core.bench_hard: oblique, parallax, other source)
+    # hard: registration accuracy declared for the other-source reference of the real map (1-sigma per axis,
+    # metres, as `gleam index build --reference-std-m`); 0 = the imagery is taken as exact
+    ref_std_m: float = 0.0
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -90,6 +93,8 @@ class BenchConfig:
             raise ConfigError(f"bench prior noise must be >= 0 m, got {self.prior_noise_m}")
         if not self.world and not self.map_path:
             raise ConfigError("bench: nothing to run (no --map and the procedural world is off)")
+        if not (math.isfinite(self.ref_std_m) and self.ref_std_m >= 0):
+            raise ConfigError(f"bench: --ref-std must be a finite number of metres >= 0, got {self.ref_std_m}")
 
     @staticmethod
     def quick(**kw) -> BenchConfig:
@@ -177,6 +182,7 @@ class Scene:
     simulate: object = None  # flight renderer like flight.simulate_to_folder (None: that one); hard scenes
     verify: dict = field(default_factory=dict)  # VerifyConfig overrides of this scene
     hard: dict | None = None  # the HardSpec of a hard scene (reported)
+    reference_std_m: float = 0.0  # the index map's declared registration accuracy (manifest map_info)
 
 
 def make_scenes(cfg: BenchConfig) -> list[Scene]:
@@ -221,7 +227,8 @@ def run_scene(scene: Scene, cfg: BenchConfig, torch_b, onnx_b, ft_b, out: Path, 
     spec = TileSpec(size_m=cfg.tile_size_m, overlap=cfg.overlap, gsd_m=cfg.tile_gsd_m, min_valid=cfg.min_valid)
     t0 = time.perf_counter()
     index = TileIndex.build(iter_tiles(scene.index_map, spec), torch_b, total=len(tile_grid(scene.index_map, spec)),
-                            progress=False, map_info={"name": scene.index_map.name})
+                            progress=False,
+                            map_info={"name": scene.index_map.name, "reference_std_m": scene.reference_std_m})
     build_s = time.perf_counter() - t0
     log(f"[{scene.name}] index: {index.n_tiles} tiles in {build_s:.0f} s")
     ft_index = ft_fp = None
@@ -538,6 +545,8 @@ def config_from_args(a) -> BenchConfig:
     kw = {"map_path": a.map, "world": not a.no_world, "radius_m": a.radius, "prior_noise_m": a.prior_noise,
           "finetuned": a.finetuned, "world_seed": a.world_seed, "flight_seed": a.seed,
           "verify_features": getattr(a, "verify_features", "sift"), "hard": getattr(a, "hard", False)}
+    if getattr(a, "ref_std", None) is not None:
+        kw["ref_std_m"] = a.ref_std
     if a.frames is not None:
         kw["frames"] = a.frames
     if a.world_size is not None:

@@ -45,8 +45,9 @@ def hard_scenes(cfg, hard: HardSpec | None = None) -> list:
             f"{geomap.name}_hard", ref, geomap,
             f"real map {geomap.name}, hard flight: index from another source (shifted {hard.shift_e_m:g} m E, "
             f"{hard.shift_n_m:g} m N, colour/texture change {hard.ref_change:g}), oblique views up to "
-            f"{hard.max_off_nadir_deg:g} deg, sensor effects {hard.sensor:g}, photometric change {cfg.photometric:g}",
-            simulate=sim_real, verify=verify, hard=asdict(hard)))
+            f"{hard.max_off_nadir_deg:g} deg, sensor effects {hard.sensor:g}, photometric change {cfg.photometric:g}"
+            f", declared registration accuracy {cfg.ref_std_m:g} m",
+            simulate=sim_real, verify=verify, hard=asdict(hard), reference_std_m=cfg.ref_std_m))
     if cfg.world:
         from .sim.world import WorldConfig, make_world
 

@@ -213,6 +213,26 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
     return 1
 
 
+def reference_std_from_manifest(manifest: dict, where: object = None) -> float:
+    """The reference imagery's registration accuracy (1-sigma per horizontal axis, metres) in ``map_info``.
+
+    ``map_info["reference_std_m"]``, written by ``gleam index build --reference-std-m``: how far the
+    orthophoto itself may be from the truth (its stated accuracy). A registration error is common to every
+    fix against that imagery, so no per-frame quantity reveals it; the localizers add it to the covariance
+    they publish. Absent means 0 (the imagery is taken as exact, as before). Raises IndexFormatError for a
+    value that is not a finite number >= 0.
+    """
+    v = (manifest.get("map_info") or {}).get("reference_std_m", 0.0)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        f = math.nan
+    if isinstance(v, bool) or not (math.isfinite(f) and f >= 0.0):
+        raise IndexFormatError(f"{where or 'index manifest'}: map_info.reference_std_m must be a finite number "
+                               f">= 0 (metres), got {v!r}")
+    return f
+
+
 class TileIndex:
     """Searchable index of satellite tile embeddings with tile metadata and (optionally) the tile images.
 
@@ -254,6 +274,7 @@ class TileIndex:
             self.nprobe = int(min(nlist, max(16, math.ceil(nlist / 4))))
         else:
             self.nprobe = 1
+        self.reference_std_m: float = reference_std_from_manifest(manifest, self._dir)
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -513,6 +534,7 @@ class TileIndex:
             fp_index = str(enc["fingerprint"])
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{mpath}: manifest lacks a valid field {exc}") from None
+        reference_std_from_manifest(manifest, mpath)
         if kind not in INDEX_KINDS:
             raise IndexFormatError(f"{mpath}: unknown index kind {kind!r}")
         has_images = bool(manifest.get("has_images", PACK_NAME in files))

@@ -262,6 +262,7 @@ class Localizer:
         if fix is not None and math.isfinite(fix.heading_deg):
             self._track_heading = float(fix.heading_deg)
         self._last_t = t if self._last_t is None else max(self._last_t, t)
+        add_reference_error(hyps, self.index.reference_std_m)
         timings["filter"] = (time.perf_counter() - t1) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         evidence = best if best is not None or not why else verifs[0]
@@ -329,6 +330,19 @@ class Localizer:
             reason=v.plane_note,  # a verified fix says when the scene was not one plane (parallax)
             tile_lat=hit.center_lat, tile_lon=hit.center_lon,
         )
+
+
+def add_reference_error(hyps: list[Hypothesis], reference_std_m: float) -> None:
+    """Add the reference imagery's registration variance to the position covariance of every hypothesis.
+
+    A misregistered orthophoto moves every fix against it by the same offset: the per-frame covariance
+    (bootstrap, particle spread) and the temporal filter cannot see it, and averaging frames does not shrink
+    it. So it is not fed to the filter or to the multi-hypothesis rule (hypotheses of one frame share it);
+    it is added, in quadrature on both axes, to what is published. ``reference_std_m`` 0 changes nothing.
+    """
+    if reference_std_m > 0.0:
+        for h in hyps:
+            h.cov_en = np.asarray(h.cov_en, float) + (reference_std_m ** 2) * np.eye(2)
 
 
 def error_m(h: Hypothesis, lat: float, lon: float) -> float:

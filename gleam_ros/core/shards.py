@@ -911,6 +911,7 @@ class CellSearcher:
         self._ids = meta["tile_ids"]
         self.stats = SearchStats()
         self._lock = threading.Lock()
+        self.reference_std_m = index.reference_std_m  # registration accuracy of the imagery (see TileIndex)
         nprobe = (index.manifest.get("index_params") or {}).get("nprobe")
         if nprobe is not None and index.kind == "ivfpq":
             index.nprobe = int(nprobe)

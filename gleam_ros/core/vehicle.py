@@ -45,7 +45,8 @@ from . import geo
 from .camera import CameraIntrinsics
 from .errors import ConfigError, InputError
 from .filter import FilterOutput
-from .localizer import STATUS_RETRIEVED, STATUS_TRUSTED, Hypothesis, LocalizationResult, PositionPrior
+from .localizer import (STATUS_RETRIEVED, STATUS_TRUSTED, Hypothesis, LocalizationResult, PositionPrior,
+                        add_reference_error)
 from .preprocess import GROUND_TILE_M, check_image
 
 @dataclass(frozen=True)
@@ -912,6 +913,7 @@ class VehicleLocalizer:
 
     # ---------------------------------------------------------------- pieces
     def _result(self, t, hyps, fix, reason, timings, prior, t0) -> LocalizationResult:
+        add_reference_error(hyps, self.index.reference_std_m)  # fix is hyps[0] when there is one
         timings["total"] = (time.perf_counter() - t0) * 1e3
         if fix is not None:
             out = FilterOutput(t, True, True, "trusted", fix.lat, fix.lon, fix.cov_en.copy())
