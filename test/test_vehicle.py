@@ -221,3 +221,21 @@ def test_reference_registration_accuracy_is_added_to_the_fix_covariance(world, b
             assert np.allclose(hb.cov_en, ha.cov_en + 2.25 * np.eye(2))
         n_fix += ra.fix is not None
     assert n_fix >= 3
+
+
+def test_road_layer_loads_from_a_geotiff_mask_with_errors_naming_the_path(world, tmp_path):
+    from gleam_ros.core.maps import write_geotiff
+
+    ref = RoadLayer.from_world(world)
+    mask = np.isin(world.layers["road_kind"], (1, 2, 3)).astype(np.uint8) * 255
+    tif = write_geotiff(tmp_path / "roads.tif", np.dstack([mask] * 3), world.crs, world.transform)
+    loaded = RoadLayer.load(tif)
+    xs = np.linspace(world.bounds()[0] + 5, world.bounds()[2] - 5, 40)
+    ys = np.linspace(world.bounds()[1] + 5, world.bounds()[3] - 5, 40)
+    gx, gy = np.meshgrid(xs, ys)
+    assert np.array_equal(loaded.lookup(gx, gy), ref.lookup(gx, gy))
+    with pytest.raises(ConfigError, match="road layer .*nothing.tif: no such file"):
+        RoadLayer.load(tmp_path / "nothing.tif")
+    (tmp_path / "junk.tif").write_bytes(b"not a tiff")
+    with pytest.raises(ConfigError, match="road layer .*junk.tif"):
+        RoadLayer.load(tmp_path / "junk.tif")

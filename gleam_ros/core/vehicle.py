@@ -187,6 +187,29 @@ class RoadLayer:
         self.transform = transform
 
     @classmethod
+    def load(cls, path) -> RoadLayer:
+        """The drivable roads of a ``gleam world`` folder, or a single-band GeoTIFF mask (non-zero = drivable
+        road) in any CRS. ConfigError names the path (missing, no CRS, unreadable)."""
+        from pathlib import Path
+
+        p = Path(path)
+        if p.is_dir():
+            from .sim.world import load_world
+
+            return cls.from_world(load_world(p))
+        if not p.is_file():
+            raise ConfigError(f"road layer {path}: no such file or folder")
+        import rasterio
+
+        try:
+            with rasterio.open(p) as ds:
+                if ds.crs is None:
+                    raise ConfigError(f"road layer {path}: the GeoTIFF has no CRS")
+                return cls(ds.read(1) != 0, ds.crs.to_wkt(), ds.transform)
+        except rasterio.errors.RasterioError as exc:
+            raise ConfigError(f"road layer {path}: {exc}") from None
+
+    @classmethod
     def from_world(cls, world, kinds=DRIVABLE_KINDS) -> RoadLayer:
         """The drivable roads (``road_kind`` in ``kinds``) of a procedural :class:`~.sim.world.World`."""
         return cls(np.isin(world.layers["road_kind"], kinds), world.crs, world.transform)

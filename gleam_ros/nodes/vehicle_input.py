@@ -109,40 +109,13 @@ VEHICLE_CONFIG_PARAMS = ("n_particles", "n_particles_global", "camera_height_m",
 VEHICLE_MODALITIES = ("ground", "panorama")
 
 
-def load_road_layer(path: str) -> Any:
-    """A :class:`gleam_ros.core.vehicle.RoadLayer` from ``path``: a ``gleam world`` folder (its drivable
-    roads) or a single-band GeoTIFF mask (non-zero = drivable road). ConfigError names the path."""
-    from pathlib import Path
-
-    from gleam_ros.core.errors import ConfigError
-    from gleam_ros.core.vehicle import RoadLayer
-
-    p = Path(path)
-    if p.is_dir():
-        from gleam_ros.core.sim.world import load_world
-
-        return RoadLayer.from_world(load_world(p))
-    if not p.is_file():
-        raise ConfigError(f"road layer {path}: no such file or folder")
-    import rasterio
-
-    try:
-        with rasterio.open(p) as ds:
-            if ds.crs is None:
-                raise ConfigError(f"road layer {path}: the GeoTIFF has no CRS")
-            mask = ds.read(1) != 0
-            return RoadLayer(mask, ds.crs.to_wkt(), ds.transform)
-    except rasterio.errors.RasterioError as exc:
-        raise ConfigError(f"road layer {path}: {exc}") from None
-
-
 def make_vehicle_localizer(backend: Any, index: Any, modality: str, params: dict[str, Any],
                            road_layer_path: str = "") -> Any:
     """The :class:`gleam_ros.core.vehicle.VehicleLocalizer` the node's parameters describe."""
-    from gleam_ros.core.vehicle import VehicleConfig, VehicleLocalizer
+    from gleam_ros.core.vehicle import RoadLayer, VehicleConfig, VehicleLocalizer
 
     cfg = VehicleConfig(modality=modality, **{k: params[k] for k in VEHICLE_CONFIG_PARAMS})
-    roads = load_road_layer(road_layer_path) if road_layer_path else None
+    roads = RoadLayer.load(road_layer_path) if road_layer_path else None
     return VehicleLocalizer(backend, index, cfg, roads=roads)
 
 
