@@ -462,7 +462,7 @@ def default_checkpoint() -> Path | None:
     ``<prefix>/share/gleam_ros/models/gleam-c`` (CMake installs ``models/``; prefix = ``sys.prefix`` or an
     ancestor of this module, as an ament install lays it out).
     """
-    import sys
+    from .shipped import installed_model_paths
 
     env = os.environ.get(DEFAULT_MODEL_ENV)
     if env is not None:
@@ -472,9 +472,7 @@ def default_checkpoint() -> Path | None:
         if not p.exists():
             raise ModelError(f"{p}: ${DEFAULT_MODEL_ENV} names no checkpoint")
         return p
-    rel = Path("share") / "gleam_ros" / "models" / DEFAULT_CHECKPOINT_DIR.name
-    here = Path(__file__).resolve()
-    for d in [DEFAULT_CHECKPOINT_DIR, Path(sys.prefix) / rel, *[a / rel for a in here.parents[3:8]]]:
+    for d in [DEFAULT_CHECKPOINT_DIR, *installed_model_paths(DEFAULT_CHECKPOINT_DIR.name)]:
         if (d / CHECKPOINT_JSON).exists() or (d / CHECKPOINT_WEIGHTS).exists():
             return d
     return None

@@ -311,14 +311,10 @@ def default_model_path() -> Path | None:
     env = os.environ.get("GLEAM_EXPLAINER_MODEL")
     if env:
         return Path(env)
-    import sys
+    from ..shipped import installed_model_paths
 
-    here = Path(__file__).resolve()
-    rel = Path("models") / "explainer" / MODEL_FILE
-    cands = [here.parents[3] / rel, Path(sys.prefix) / "share" / "gleam_ros" / rel]
-    # an ament install: <prefix>/lib/pythonX.Y/site-packages/gleam_ros/core/explain -> <prefix>/share/gleam_ros
-    cands += [a / "share" / "gleam_ros" / rel for a in here.parents[3:8]]
-    for p in cands:
+    rel = Path("explainer") / MODEL_FILE
+    for p in [Path(__file__).resolve().parents[3] / "models" / rel, *installed_model_paths(rel)]:
         if p.is_file():
             return p
     return None
