@@ -248,7 +248,7 @@ def render_parallax(scene: HeightScene, pose: Pose, intr: CameraIntrinsics, step
         img = cv2.pyrDown(img)
     out[facade] *= _FACADE_SHADE
     if scene.street is not None and facade.any():
-        from .street import _facade  # one definition of facade colours: the street-level renderer's
+        from .street import facade_colour  # one definition of facade colours: the street-level renderer's
 
         fi = np.flatnonzero(facade)
         ci = np.clip(np.floor(cols[fi] + 0.5).astype(np.int64), 0, nx - 1)
@@ -259,7 +259,7 @@ def render_parallax(scene: HeightScene, pose: Pose, intr: CameraIntrinsics, step
             t = scene.transform
             x = t.c + (cols[fi][wall] + 0.5) * t.a
             y = t.f + (rows[fi][wall] + 0.5) * t.e
-            col = _facade(scene.street, bid[wall], x, y, zhit[fi][wall], hmap[ri[wall], ci[wall]].astype(np.float64))
+            col = facade_colour(scene.street, bid[wall], x, y, zhit[fi][wall], hmap[ri[wall], ci[wall]].astype(np.float64))
             out[fi[wall]] = np.asarray(col, np.float32) * np.float32(255.0)
     out[~good] = 0.0
     rgb = np.clip(out + 0.5, 0, 255).astype(np.uint8).reshape(intr.height, intr.width, 3)

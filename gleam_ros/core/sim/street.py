@@ -637,7 +637,7 @@ def _shade_sides(scene: StreetScene, x0: float, y0: float, c: float, dw: np.ndar
     nw = np.flatnonzero(~wall)
     top[nw] = _sample(scene.top_rgb, (hx[nw] - t.c) / t.a - 0.5, (hy[nw] - t.f) / t.e - 0.5)
     if wall.any():
-        col[wall] = _facade(scene, bid[wall], hx[wall], hy[wall], z[wall], htop[wall])
+        col[wall] = facade_colour(scene, bid[wall], hx[wall], hy[wall], z[wall], htop[wall])
         kind[wall] = KIND_WALL
     roof = (bid > 0) & (hprev > 0)
     col[roof] = top[roof] * np.float32(0.8)
@@ -698,8 +698,8 @@ def _sample(img: np.ndarray, col, row, border: int = cv2.BORDER_REPLICATE) -> np
     return out
 
 
-def _facade(scene: StreetScene, bid: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, htop: np.ndarray
-            ) -> np.ndarray:
+def facade_colour(scene: StreetScene, bid: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray,
+                  htop: np.ndarray) -> np.ndarray:
     """Facade colour at wall points (x, y, z) of buildings ``bid``: storeys with windows, plinth, sun shading."""
     fr = scene._frames[bid]
     rx, ry = x - fr[:, 0], y - fr[:, 1]
