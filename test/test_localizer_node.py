@@ -458,6 +458,8 @@ def test_30hz_input_keeps_latency_bounded_and_memory_flat(world, domain, tmp_pat
     base = statistics.median(r for t, r in rss if 8.0 <= t <= 14.0)  # after the warm-up
     end = statistics.median(r for t, r in rss if t >= duration_s - 6.0)
     assert end - base < rss_margin_mib, report
+    # the node reports its own resident size (MiB, not pages or KiB) next to the other counters
+    assert abs(float(d["rss_mib"]) - rss[-1][1]) < 0.25 * rss[-1][1], (d["rss_mib"], rss[-1])
     # and no steady climb: the second half of the run grows no more than the margin's share of its length
     half = [(t, r) for t, r in rss if t >= duration_s / 2]
     slope = float(np.polyfit([t for t, _ in half], [r for _, r in half], 1)[0]) * 60.0  # MiB per minute

@@ -51,6 +51,7 @@ from gleam_ros.msg import Explanation, GeoPoseHypotheses, GeoPoseHypothesis  # n
 from gleam_ros.srv import Explain  # noqa: E402
 from gleam_ros.nodes import convert  # noqa: E402
 from gleam_ros.nodes import vehicle_input  # noqa: E402
+from gleam_ros.nodes._run import rss_mib, trim_heap  # noqa: E402
 
 NODE_NAME = "gleam_localizer"
 # Input topics (relative names, remappable) -> message type name.
@@ -824,6 +825,7 @@ class LocalizerNode(LifecycleNode):
                 "explanations_published": str(st.explanations),
                 "explain_timeouts": str(st.explain_timeouts),
                 "explain_skipped": str(st.explain_skipped),
+                "rss_mib": f"{rss_mib():.0f}",
             }
             if pipe is not None and pipe.odom is not None:
                 values.update(vehicle_input.status_values(self._vehicle_status))
@@ -846,6 +848,7 @@ class LocalizerNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         self._expire_explanation()
+        trim_heap()  # about 1 Hz: freed frame buffers go back to the OS, so rss_mib shows memory in use
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [self.diagnostic_status()]
