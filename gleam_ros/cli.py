@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -268,13 +267,11 @@ def _add_vehicle_bag_args(s: argparse.ArgumentParser) -> None:
 def cmd_index_build(a: argparse.Namespace) -> int:
     """`gleam index build`."""
     from .core.encoder import load_backend
-    from .core.errors import ConfigError
-    from .core.index import TileIndex
+    from .core.index import TileIndex, check_reference_std
     from .core.maps import open_map
     from .core.tiles import TileSpec, iter_tiles, tile_grid
 
-    if not (math.isfinite(a.reference_std_m) and a.reference_std_m >= 0.0):
-        raise ConfigError(f"--reference-std-m must be a finite number >= 0 (metres), got {a.reference_std_m}")
+    check_reference_std(a.reference_std_m, "--reference-std-m")
     geomap = open_map(a.map)
     spec = TileSpec(size_m=a.tile_size, overlap=a.overlap, gsd_m=a.gsd, min_valid=a.min_valid)
     backend = load_backend(a.backend, a.model, a.device)
@@ -593,13 +590,20 @@ def _add_merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, default=None, help="IVF training vectors (default max(1e5, 40 nlist))")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists probed by a search without prior")
     p.add_argument("--cell-m", type=float, default=500.0, help="spatial cell size for prior search, metres")
+    p.add_argument("--reference-std-m", type=float, default=0.0,
+                   help="registration accuracy of the map imagery, 1-sigma per horizontal axis in metres (as "
+                        "`index build`; default 0 = exact); added to the covariance of every published fix")
 
 
 def _merge_from_args(build_dir: str, out: str, a: argparse.Namespace) -> int:
+    from .core.index import check_reference_std
     from .core.shards import CellSearcher, merge_shards
 
+    check_reference_std(a.reference_std_m, "--reference-std-m")
+
     path = merge_shards(build_dir, out, kind=a.kind, factory=a.factory, hnsw_m=a.hnsw_m, ivf_nlist=a.nlist,
-                        pq_m=a.pq_m, train_size=a.train_size, nprobe=a.nprobe, cell_m=a.cell_m, progress=True)
+                        pq_m=a.pq_m, train_size=a.train_size, nprobe=a.nprobe, cell_m=a.cell_m,
+                        reference_std_m=a.reference_std_m, progress=True)
     s = CellSearcher.load(path, verify_checksums=False)
     print(f"index: {s.n_tiles} tiles ({s.kind}, dim {s.dim}), {s.cells.n_cells} cells of {s.cells.cell_m:g} m -> {path}")
     return 0
@@ -608,9 +612,11 @@ def _merge_from_args(build_dir: str, out: str, a: argparse.Namespace) -> int:
 def cmd_index_shard_build(a: argparse.Namespace) -> int:
     """`gleam index shard-build`: this rank's chunks (RANK / WORLD_SIZE / LOCAL_RANK from torchrun)."""
     from .core.encoder import load_backend
+    from .core.index import check_reference_std
     from .core.shards import build_shard, rank_from_env, wait_for_chunks
     from .core.tiles import TileSpec
 
+    check_reference_std(a.reference_std_m, "--reference-std-m")  # before hours of embedding, not at the merge
     env_rank, env_world, local_rank = rank_from_env()
     rank = env_rank if a.rank is None else a.rank
     world = env_world if a.world_size is None else a.world_size

@@ -431,9 +431,18 @@ def test_cli_shard_build_resume_and_merge(tmp_path, monkeypatch, capsys, single)
     assert "2 already done" in out and "index: 136 tiles (flat" in out
     s = CellSearcher.load(tmp_path / "idx")
     assert s.cells.cell_m == 200.0 and sorted(s.tile_ids) == sorted(single.tile_ids)
+    assert s.reference_std_m == 0.0  # not declared: the imagery is taken as exact
     assert cli.main(["index", "merge", "--shards", str(tmp_path / "b"), "--out", str(tmp_path / "idx2"),
-                     "--kind", "ivfpq", "--nlist", "4", "--pq-m", "8"]) == 0
-    assert TileIndex.load(tmp_path / "idx2").kind == "ivfpq"
+                     "--kind", "ivfpq", "--nlist", "4", "--pq-m", "8", "--reference-std-m", "1.5"]) == 0
+    idx2 = TileIndex.load(tmp_path / "idx2")
+    assert idx2.kind == "ivfpq" and idx2.reference_std_m == 1.5  # what the localizers add to a fix's covariance
+    assert CellSearcher.load(tmp_path / "idx2").reference_std_m == 1.5
+    capsys.readouterr()
+    for bad in ("-1", "nan"):
+        assert cli.main(["index", "merge", "--shards", str(tmp_path / "b"), "--out", str(tmp_path / "idx3"),
+                         "--reference-std-m", bad]) == 2
+        assert "--reference-std-m must be a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "idx3").exists()
     assert cli.main(["index", "merge", "--shards", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "missing build plan" in capsys.readouterr().err
 

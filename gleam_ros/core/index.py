@@ -213,6 +213,17 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
     return 1
 
 
+def check_reference_std(value: float, where: str = "reference_std_m") -> float:
+    """``value`` as the registration accuracy of a map (metres, finite, >= 0); ConfigError naming ``where``."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        f = math.nan
+    if isinstance(value, bool) or not (math.isfinite(f) and f >= 0.0):
+        raise ConfigError(f"{where} must be a finite number >= 0 (metres), got {value!r}")
+    return f
+
+
 def reference_std_from_manifest(manifest: dict, where: object = None) -> float:
     """The reference imagery's registration accuracy (1-sigma per horizontal axis, metres) in ``map_info``.
 
@@ -224,13 +235,9 @@ def reference_std_from_manifest(manifest: dict, where: object = None) -> float:
     """
     v = (manifest.get("map_info") or {}).get("reference_std_m", 0.0)
     try:
-        f = float(v)
-    except (TypeError, ValueError):
-        f = math.nan
-    if isinstance(v, bool) or not (math.isfinite(f) and f >= 0.0):
-        raise IndexFormatError(f"{where or 'index manifest'}: map_info.reference_std_m must be a finite number "
-                               f">= 0 (metres), got {v!r}")
-    return f
+        return check_reference_std(v, f"{where or 'index manifest'}: map_info.reference_std_m")
+    except ConfigError as exc:
+        raise IndexFormatError(str(exc)) from None
 
 
 class TileIndex:

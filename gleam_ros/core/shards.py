@@ -57,6 +57,7 @@ from .index import (
     VECTORS_NAME,
     SearchHit,
     TileIndex,
+    check_reference_std,
     _backend_info,
     _fsync_write,
     _json_default,
@@ -695,6 +696,7 @@ def merge_shards(
     seed: int = 0,
     progress: bool = False,
     stats: MergeStats | None = None,
+    reference_std_m: float = 0.0,
 ) -> Path:
     """Merge the committed chunks of a shard build into a TileIndex directory ``out_dir`` (+ ``cells.npz``).
 
@@ -703,8 +705,11 @@ def merge_shards(
     ``"OPQ64_256,IVF65536,PQ64"``; stored as kind ivfpq). IVF indexes are trained on ``train_size`` vectors drawn
     at random from all chunks (default ``min(n, max(100000, 40 * nlist))``); vectors are then added chunk by chunk.
     ``nprobe`` is recorded in the manifest (``index_params.nprobe``) for :class:`CellSearcher` to apply. Tiles are
-    in chunk order. ``cell_m`` is the cell size of the spatial table. Raises ConfigError when chunks are missing.
+    in chunk order. ``cell_m`` is the cell size of the spatial table. ``reference_std_m``: the imagery's
+    registration accuracy (1-sigma per axis, metres), stored in ``map_info`` as ``gleam index build
+    --reference-std-m`` does. Raises ConfigError when chunks are missing or a setting is invalid.
     """
+    reference_std_m = check_reference_std(reference_std_m)
     t0 = time.perf_counter()
     st = stats if stats is not None else MergeStats()
     bdir, out = Path(build_dir), Path(out_dir)
@@ -817,7 +822,7 @@ def merge_shards(
         spec = plan["tile_spec"]
         maps = plan["maps"]
         map_info = {"tile_size_m": spec["size_m"], "overlap": spec["overlap"], "gsd_m": spec["gsd_m"],
-                    "min_valid": spec["min_valid"]}
+                    "min_valid": spec["min_valid"], "reference_std_m": reference_std_m}
         if len(maps) == 1:
             map_info.update(name=maps[0]["name"], path=maps[0]["path"])
         else:
