@@ -48,7 +48,11 @@ def test_pitch_offset_moves_the_horizon_by_the_predicted_rows(world, easy):
         # ground truth: the same place, heading and time; the pose records the true attitude
         assert (fh.t, fh.lat, fh.lon, fh.pose.heading_deg) == (fe.t, fe.lat, fe.lon, fe.pose.heading_deg)
         assert fh.pose.pitch_deg == pytest.approx(3.0) and fh.pose.height_m == fe.pose.height_m
-    assert odom_h == odom
+    # the same wheel + gyro readings; the hard drive's odometry also reports the body's attitude (an IMU), which
+    # does not see the camera's mounting offset: level body, only the IMU error (0.3 deg)
+    assert [(o.t, o.v_mps, o.yaw_rate_rps) for o in odom_h] == [(o.t, o.v_mps, o.yaw_rate_rps) for o in odom]
+    assert all(math.isnan(o.pitch_deg) and math.isnan(o.roll_deg) for o in odom)  # a rigid car reports none
+    assert max(max(abs(o.pitch_deg), abs(o.roll_deg)) for o in odom_h) < 1.5
 
 
 def test_body_motion_and_miscalibration_are_in_the_true_pose(world, easy):
@@ -64,6 +68,27 @@ def test_body_motion_and_miscalibration_are_in_the_true_pose(world, easy):
     assert np.corrcoef(roll[:-1], roll[1:])[0, 1] > 0.3
     for f in hard:  # the frame is rendered from that true pose
         assert (f.lat, f.lon) == pose_latlon(world, f.pose)
+
+
+def test_odometry_reports_the_body_attitude_with_the_imu_error(world):
+    """With body motion, every odometry sample carries the body's pitch / roll (the camera's minus the mounting
+    offset) plus a slowly varying IMU error of the stated size (OdomNoise.attitude_std_deg)."""
+    from gleam_ros.core.sim.drive import OdomNoise
+
+    spec = _only(pitch_std_deg=1.2, roll_std_deg=0.7, pitch_offset_deg=-1.0)
+    frames, odom = simulate_drive(world, duration_s=40.0, fps=2.0, intr=INTR, rng=5, realism=spec)
+    by_t = {o.t: o for o in odom}
+    err = np.array([(by_t[f.t].pitch_deg - (f.pose.pitch_deg + 1.0), by_t[f.t].roll_deg - f.pose.roll_deg)
+                    for f in frames])
+    assert 0.1 < err.std() < 0.6 and np.abs(err).max() < 5 * OdomNoise().attitude_std_deg
+    exact = OdomNoise(attitude_std_deg=0.0)
+    frames, odom = simulate_drive(world, duration_s=5.0, fps=2.0, intr=INTR, rng=5, realism=spec, odom_noise=exact)
+    by_t = {o.t: o for o in odom}
+    for f in frames:
+        assert by_t[f.t].pitch_deg == pytest.approx(f.pose.pitch_deg + 1.0)
+        assert by_t[f.t].roll_deg == pytest.approx(f.pose.roll_deg)
+    with pytest.raises(ConfigError, match="attitude_tau_s"):
+        OdomNoise(attitude_tau_s=0.0)
 
 
 def test_sensor_effects_and_occluders_change_the_image(world, easy):

@@ -239,3 +239,92 @@ def test_road_layer_loads_from_a_geotiff_mask_with_errors_naming_the_path(world,
     (tmp_path / "junk.tif").write_bytes(b"not a tiff")
     with pytest.raises(ConfigError, match="road layer .*junk.tif"):
         RoadLayer.load(tmp_path / "junk.tif")
+
+
+# ------------------------------------------------------------------------------ body attitude (IMU) in the BEV
+def _bev_corr(a, b) -> float:
+    """Correlation of two bird's-eye views over their common cells."""
+    va = {(round(float(f), 2), round(float(r), 2)): v for f, r, v in zip(a.fwd, a.right, a.values)}
+    pairs = [(va[k], v) for k, v in zip(((round(float(f), 2), round(float(r), 2)) for f, r in zip(b.fwd, b.right)),
+                                        b.values) if k in va]
+    x = np.array(pairs)
+    assert len(x) >= 0.9 * min(a.n, b.n)
+    return float(np.corrcoef(x[:, 0], x[:, 1])[0, 1])
+
+
+@pytest.mark.parametrize("modality", ["ground", "panorama"])
+def test_body_attitude_in_the_birds_eye_view_undoes_the_tilt(world, index, modality):
+    """A frame rendered with body pitch / roll and projected with them gives the level frame's bird's-eye view
+    and fits the satellite imagery at the true pose better than projected level (the attitude the odometry
+    carries goes through the same projection the renderer draws with)."""
+    from gleam_ros.core.sim.drive import RoadGrid
+    from gleam_ros.core.sim.street import GroundPose, StreetScene, render_ground, render_panorama
+    from gleam_ros.core.vehicle import SatelliteMosaic, bev_ncc, birds_eye
+
+    cfg = VehicleConfig(modality=modality)
+    scene = StreetScene.from_world(world, season=None)  # the index's own season: only the geometry differs
+    mosaic = SatelliteMosaic(index, cfg.bev_res_m, None, 1e4, cfg.bev_highpass_m)
+    rng = np.random.default_rng(0)
+    grid, roads = RoadGrid(world), RoadLayer.from_world(world)
+
+    def render(pose):
+        return render_ground(scene, pose, INTR) if modality == "ground" else render_panorama(scene, pose, 512, 256)
+
+    for _ in range(3):
+        x, y = grid.random_start(rng)
+        h = float(roads.axis_deg(x, y)) + 180.0 * int(rng.integers(2))
+        level = birds_eye(render(GroundPose(x, y, h)), cfg, INTR)
+        for pitch, roll in ((2.0, 0.0), (-2.0, 0.0), (0.0, 3.0), (1.5, -2.0)):
+            img = render(GroundPose(x, y, h, 1.6, pitch, roll))
+            fixed, naive = birds_eye(img, cfg, INTR, pitch, roll), birds_eye(img, cfg, INTR)
+            c_fixed, c_naive = _bev_corr(level, fixed), _bev_corr(level, naive)
+            assert c_fixed > 0.95 and c_naive < c_fixed, (pitch, roll, c_fixed, c_naive)
+            n_fixed, n_naive = (float(bev_ncc(b, mosaic, np.array([x]), np.array([y]), np.array([h]))[0][0])
+                                for b in (fixed, naive))
+            assert n_fixed > n_naive, (pitch, roll, n_fixed, n_naive)
+
+
+def test_localizer_projects_with_the_odometry_attitude_or_falls_back_with_a_reason(world, backend, index):
+    """Each frame's bird's-eye view uses mounting + body pitch from the newest odometry sample at the frame; an
+    attitude that is missing, NaN, implausible or stale falls back to the mounting pitch with a diagnostic (the
+    frame is still localized: the fallback is what the filter did before odometry carried attitude)."""
+    from dataclasses import replace
+
+    from gleam_ros.core.sim.drive import DriveRealism
+
+    body = DriveRealism(pitch_std_deg=1.5, roll_std_deg=1.0, height_offset_m=0.0, pitch_offset_deg=0.0, sensor=0.0,
+                        occluders=0.0)
+    frames, odom = simulate_drive(world, duration_s=3.0, fps=2.0, modality="ground", intr=INTR, rng=1, realism=body)
+    assert all(math.isfinite(o.pitch_deg) and math.isfinite(o.roll_deg) for o in odom)
+
+    def step(loc, f, samples):
+        for o in samples:
+            assert loc.on_odometry(o) is None  # a bad attitude never rejects the speed / yaw rate
+        return loc.localize(f.image, f.t, intrinsics=INTR, gps_prior=PositionPrior(f.lat, f.lon, 10.0))
+
+    loc = VehicleLocalizer(backend, index, CFG, roads=RoadLayer.from_world(world), seed=0)
+    k = 0
+    for f in frames[:3]:
+        todo = [o for o in odom[k:] if o.t <= f.t]
+        k += len(todo)
+        step(loc, f, todo)
+        st = loc.status()
+        assert st["attitude"] == "odometry" and st["attitude_fallbacks"] == 0
+        assert (st["body_pitch_deg"], st["body_roll_deg"]) == (todo[-1].pitch_deg, todo[-1].roll_deg)
+    bad = [({"pitch_deg": math.nan}, "no attitude"), ({"roll_deg": math.inf}, "no attitude"),
+           ({"pitch_deg": 40.0}, "implausible"), ({"roll_deg": "level"}, "not a number")]
+    for i, (kw, why) in enumerate(bad):
+        f = frames[3 + i]
+        todo = [replace(o, **kw) for o in odom[k:] if o.t <= f.t]
+        k += len(todo)
+        res = step(loc, f, todo)
+        st = loc.status()
+        assert st["attitude"].startswith("mounting pitch only") and why in st["attitude"], st["attitude"]
+        assert st["attitude_fallbacks"] == i + 1 and (st["body_pitch_deg"], st["body_roll_deg"]) == (0.0, 0.0)
+        assert res.hypotheses and "attitude" not in res.filter.reason  # a diagnostic, not a reason to withhold
+    # odometry that stopped: the last attitude is too old to use
+    f = frames[-1]
+    loc.localize(f.image, f.t + 2.0, intrinsics=INTR)
+    assert "s old" in loc.status()["attitude"]
+    with pytest.raises(ConfigError, match="max_body_tilt_deg"):
+        VehicleConfig(max_body_tilt_deg=60.0)

@@ -70,14 +70,43 @@ def drive(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------ conversion, buffer
-def _odom_msg(t: float, v: float, w: float, var_v: float = 0.0025, var_w: float = 2.5e-5) -> Odometry:
+def _odom_msg(t: float, v: float, w: float, var_v: float = 0.0025, var_w: float = 2.5e-5,
+              attitude: tuple[float, float, float] | None = None, var_att: float = 3e-5) -> Odometry:
+    """An Odometry message; ``attitude`` = (heading, pitch, roll) in degrees, core conventions, as its orientation."""
     m = Odometry()
     m.header.stamp = convert.sec_to_stamp(t)
     m.twist.twist.linear.x, m.twist.twist.angular.z = v, w
     cov = [0.0] * 36
     cov[0], cov[35] = var_v, var_w
     m.twist.covariance = cov
+    if attitude is not None:
+        from scipy.spatial.transform import Rotation
+
+        from gleam_ros.core.camera import body_to_enu
+
+        q = Rotation.from_matrix(body_to_enu(*attitude)).as_quat()
+        m.pose.pose.orientation.x, m.pose.pose.orientation.y, m.pose.pose.orientation.z, m.pose.pose.orientation.w = (
+            float(v) for v in q)
+        pc = [0.0] * 36
+        pc[21] = pc[28] = var_att
+        m.pose.covariance = pc
     return m
+
+
+def test_odometry_orientation_passes_through_as_the_body_attitude():
+    """pose.pose.orientation becomes the sample's body pitch / roll (core conventions); not reported (variance
+    -1, NaN or 'unmeasured'), NaN or degenerate -> NaN, which the localizer answers with a fallback diagnostic."""
+    s = convert.odometry_to_sample(_odom_msg(1.0, 3.0, 0.1, attitude=(123.0, 2.5, -1.5)), 0.0, 0.1, 0.01)
+    assert s.pitch_deg == pytest.approx(2.5, abs=1e-6) and s.roll_deg == pytest.approx(-1.5, abs=1e-6)
+    assert (s.v_mps, s.yaw_rate_rps) == (3.0, 0.1)
+    for var in (-1.0, math.nan, convert.UNKNOWN_VARIANCE):
+        s = convert.odometry_to_sample(_odom_msg(1.0, 3.0, 0.1, attitude=(10.0, 2.5, 1.0), var_att=var), 0.0, 0.1, 0.01)
+        assert math.isnan(s.pitch_deg) and math.isnan(s.roll_deg), var
+    for q in ((math.nan, 0.0, 0.0, 1.0), (0.0, 0.0, 0.0, 0.0)):
+        m = _odom_msg(1.0, 3.0, 0.1, attitude=(10.0, 2.5, 1.0))
+        m.pose.pose.orientation.x, m.pose.pose.orientation.y, m.pose.pose.orientation.z, m.pose.pose.orientation.w = q
+        s = convert.odometry_to_sample(m, 0.0, 0.1, 0.01)
+        assert math.isnan(s.pitch_deg) and math.isnan(s.roll_deg) and s.v_mps == 3.0
 
 
 def test_odometry_message_to_sample():
@@ -114,6 +143,38 @@ def test_odometry_buffer_hands_samples_to_the_localizer_up_to_the_frame(drive):
         buf.push(s, s.t)
     assert buf.rejected == 12 and "overflow" in buf.last_reason
     assert not buf.wait_for(1e9, 0.05)  # nothing that new arrives: gives up after the timeout
+
+
+def test_odometry_attitude_reaches_the_localizer_and_its_diagnostics(drive):
+    """Odometry messages with an orientation, through convert and the buffer: the frame's bird's-eye view uses the
+    body attitude (diagnostics ``attitude: odometry``); a NaN orientation falls back to the mounting pitch with
+    the reason in the diagnostics and the frame is still localized."""
+    from gleam_ros.core.localizer import PositionPrior
+    from gleam_ros.nodes.vehicle_input import status_values
+
+    index_dir, _, frames, odom = drive
+    loc = VehicleLocalizer(TorchBackend(threads=1), TileIndex.load(index_dir, backend=None),
+                           VehicleConfig(n_particles=100, n_particles_global=200))
+    buf = OdometryBuffer()
+    heading = frames[0].pose.heading_deg
+    k = 0
+    for f, att in ((frames[0], (heading, 1.8, -0.7)), (frames[1], None)):
+        while k < len(odom) and odom[k].t <= f.t:
+            s = odom[k]
+            m = _odom_msg(s.t, s.v_mps, s.yaw_rate_rps, attitude=att or (heading, 0.0, 0.0))
+            if att is None:
+                m.pose.pose.orientation.w = math.nan
+            buf.push(convert.odometry_to_sample(m, 0.0, 0.05, 0.005), s.t)
+            k += 1
+        assert buf.feed(loc, f.t) == 0
+        res = loc.localize(f.image, f.t, intrinsics=INTR, gps_prior=PositionPrior(f.lat, f.lon, 10.0))
+        d = status_values(loc.status())
+        assert res.hypotheses
+        if att is not None:
+            assert d["attitude"] == "odometry" and (d["body_pitch_deg"], d["body_roll_deg"]) == ("1.80", "-0.70")
+        else:
+            assert d["attitude"].startswith("mounting pitch only") and "no attitude" in d["attitude"]
+            assert d["attitude_fallback_frames"] == "1" and d["body_pitch_deg"] == "0.00"
 
 
 # ------------------------------------------------------------------------------------------- DDS

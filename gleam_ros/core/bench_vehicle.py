@@ -119,9 +119,10 @@ def _retrieval_record(f, backend, index, modality: str) -> FrameRecord:
 
 
 def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, scenario: str, seed: int,
-              log=print, realism: DriveRealism | None = None) -> dict:
+              log=print, realism: DriveRealism | None = None, attitude: bool = True) -> dict:
     """Render one drive (with ``realism`` when given) and run the particle filter and retrieval on it;
-    returns records and metrics."""
+    returns records and metrics. ``attitude=False`` strips the body attitude from the odometry (the filter then
+    projects every frame with the configured mounting pitch, as before the odometry carried it)."""
     from .camera import CameraIntrinsics
     from .localizer import PositionPrior
     from .sim.drive import simulate_drive
@@ -133,6 +134,8 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
     frames, odom = simulate_drive(world, duration_s=duration, fps=cfg.fps, modality=modality, intr=intr,
                                   season=cfg.drive_season, rng=seed, speed_mps=cfg.speed_mps,
                                   pano_size=(cfg.pano_width, cfg.pano_height), progress=True, realism=realism)
+    if not attitude:
+        odom = [replace(o, pitch_deg=float("nan"), roll_deg=float("nan")) for o in odom]
     vcfg = VehicleConfig(modality=modality, n_particles=cfg.n_particles, n_particles_global=cfg.n_particles_global)
     loc = VehicleLocalizer(backend, index, vcfg, roads=RoadLayer.from_world(world), seed=seed)
     pf, rt = [], []

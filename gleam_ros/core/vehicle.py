@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from . import geo
-from .camera import CameraIntrinsics
+from .camera import CameraIntrinsics, body_to_enu, forward_camera_to_enu
 from .errors import ConfigError, InputError
 from .filter import FilterOutput
 from .localizer import (STATUS_RETRIEVED, STATUS_TRUSTED, Hypothesis, LocalizationResult, PositionPrior,
@@ -55,7 +55,10 @@ class OdometrySample:
 
     ``t`` seconds; ``v_mps`` forward speed; ``yaw_rate_rps`` yaw rate, rad/s, positive counter-clockwise
     seen from above (REP-103, so a left turn is positive and the compass heading decreases);
-    ``v_std`` and ``yaw_rate_std`` the 1-sigma white noise of the two readings.
+    ``v_std`` and ``yaw_rate_std`` the 1-sigma white noise of the two readings. ``pitch_deg`` / ``roll_deg``:
+    the body's attitude at ``t`` (an IMU / AHRS, e.g. the ``nav_msgs/Odometry`` orientation) in the
+    :mod:`.camera` conventions (pitch positive nose-up, roll positive right side down); NaN = not reported.
+    The localizer adds it to the camera's mounting pitch in the bird's-eye view (:func:`birds_eye`).
     """
 
     t: float
@@ -63,6 +66,8 @@ class OdometrySample:
     yaw_rate_rps: float
     v_std: float
     yaw_rate_std: float
+    pitch_deg: float = math.nan
+    roll_deg: float = math.nan
 
 
 #: ``road_kind`` codes of the procedural world a car drives on: arterial, residential street, farm track.
@@ -86,7 +91,8 @@ class VehicleConfig:
     n_particles: int = 800  # while tracking
     n_particles_global: int = 4000  # when (re)localising over the whole map
     camera_height_m: float = 1.6
-    camera_pitch_deg: float = 0.0  # positive = looking up (ground camera)
+    camera_pitch_deg: float = 0.0  # mounting pitch, positive = looking up (the body's pitch from odometry adds to it)
+    max_body_tilt_deg: float = 15.0  # |body pitch / roll| from odometry above this: implausible, not used
     bev_res_m: float = 0.5  # BEV cell and satellite mosaic pixel size
     bev_min_m: float = 3.0  # ground distance range used (nearer: hood / car; farther: too coarse, occluded)
     bev_max_m: float = 16.0
@@ -161,6 +167,8 @@ class VehicleConfig:
         for name in ("road_off_weight", "trust_mode_weight", "z_ema", "inject_fraction", "mode_floor"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"VehicleConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
+        if self.max_body_tilt_deg > 45:
+            raise ConfigError(f"VehicleConfig.max_body_tilt_deg must be within (0, 45], got {self.max_body_tilt_deg!r}")
         if not self.bev_min_m < self.bev_max_m:
             raise ConfigError(f"VehicleConfig.bev_min_m ({self.bev_min_m}) must be < bev_max_m ({self.bev_max_m})")
         if self.kidnap_z >= self.trust_z:
@@ -392,22 +400,32 @@ def highpass(img: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.where(valid, v - num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
 
-def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | None) -> BirdsEye:
+def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | None, pitch_deg: float | None = None,
+              roll_deg: float = 0.0) -> BirdsEye:
     """Project a frame's ground to the BEV cells of ``cfg`` (flat ground, camera ``camera_height_m`` up).
 
-    Ground camera: pinhole ``intr``, optical axis along the car's forward axis tilted by ``camera_pitch_deg``.
-    Panorama: equirectangular, the centre column looks forward, columns increase clockwise (to the right),
-    the top row is the zenith. Each cell takes the image's gray value (bilinear, with the image first
-    blurred to about the cell's footprint).
+    The camera is tilted by ``pitch_deg`` (default ``cfg.camera_pitch_deg``, the mounting pitch; the localizer
+    passes mounting + body pitch) and ``roll_deg`` in the :mod:`.camera` conventions
+    (:func:`~.camera.body_to_enu`: pitch positive looks up, roll positive turns the right side down), the
+    rotation the street renderer draws its frames with. Ground camera: pinhole ``intr``, optical axis along the
+    car's forward axis at that tilt (:func:`~.camera.forward_camera_to_enu`). Panorama: equirectangular in the
+    tilted camera's frame, the centre column looks forward, columns increase clockwise (to the right), the top
+    row is the camera's zenith. Each cell takes the image's gray value (bilinear, with the image first blurred
+    to about the cell's footprint).
     """
     rgb = check_image(image, "frame")
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
     f, s, in_range = _ground_grid(cfg)
     h_cam = cfg.camera_height_m
     H, W = gray.shape
+    pitch = cfg.camera_pitch_deg if pitch_deg is None else float(pitch_deg)
+    # the ground cells in the level frame whose "north" is the car's forward axis: (east, north, up) = (right,
+    # forward, -height)
+    enu = np.stack([s, f, np.full_like(f, -h_cam)], axis=-1)
     if cfg.modality == "panorama":
-        az = np.arctan2(s, f)  # clockwise from forward
-        el = -np.arctan2(h_cam, np.hypot(f, s))
+        b = enu @ body_to_enu(0.0, pitch, float(roll_deg))  # tilted camera body frame (x fwd, y left, z up)
+        az = np.arctan2(-b[..., 1], b[..., 0])  # clockwise from forward
+        el = np.arctan2(b[..., 2], np.hypot(b[..., 0], b[..., 1]))
         u = (az / (2 * np.pi) + 0.5) * W - 0.5
         v = (0.5 - el / np.pi) * H - 0.5
         gray = cv2.GaussianBlur(gray, (0, 0), max(0.5, W / 2048))
@@ -416,12 +434,8 @@ def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | No
             raise InputError("a ground camera frame needs camera intrinsics (CameraInfo) for the bird's-eye view")
         if (intr.width, intr.height) != (W, H):
             raise InputError(f"camera intrinsics are for {intr.width}x{intr.height} images, frame is {W}x{H}")
-        p = math.radians(cfg.camera_pitch_deg)
-        # body (fwd, right, up) -> optical (x right, y down, z forward tilted up by p)
-        dx, dy, dz = f, s, np.full_like(f, -h_cam)
-        zc = dx * math.cos(p) + dz * math.sin(p)
-        yc = dx * math.sin(p) - dz * math.cos(p)
-        xc = dy
+        c = enu @ forward_camera_to_enu(0.0, pitch, float(roll_deg))  # optical (x right, y down, z along the axis)
+        xc, yc, zc = c[..., 0], c[..., 1], c[..., 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             u = intr.cx + intr.fx * xc / zc
             v = intr.cy + intr.fy * yc / zc
@@ -524,6 +538,7 @@ class VehicleLocalizer:
         self._embed_cache: dict[tuple[int, int], np.ndarray | None] = {}
         self.kidnaps = 0
         self.rejected_odometry = 0
+        self.attitude_fallbacks = 0  # frames projected with the configured mounting pitch alone (no usable attitude)
         self.reset()
 
     # ---------------------------------------------------------------- state
@@ -539,6 +554,7 @@ class VehicleLocalizer:
         self._odo_dist = 0.0  # distance driven by odometry (m)
         self._frame_dist = 0.0  # ... at the previous frame
         self._modes: list[_Mode] = []
+        self._attitude: tuple[float, float, str] = (0.0, 0.0, "no frame yet")  # body pitch, roll, why not used
         self._reset_trust(global_search=False)
         self.last_reason = "no frame yet"
 
@@ -562,6 +578,11 @@ class VehicleLocalizer:
             "rejected_odometry": self.rejected_odometry,
             "last_reason": self.last_reason,
             "kidnaps": self.kidnaps,
+            # the last frame's bird's-eye view: camera pitch = mounting + body pitch (from odometry)
+            "body_pitch_deg": self._attitude[0],
+            "body_roll_deg": self._attitude[1],
+            "attitude": "odometry" if not self._attitude[2] else f"mounting pitch only: {self._attitude[2]}",
+            "attitude_fallbacks": self.attitude_fallbacks,
         }
 
     # ---------------------------------------------------------------- odometry
@@ -596,6 +617,27 @@ class VehicleLocalizer:
             if dt <= cfg.max_odom_gap_s and abs(s.v_mps - last.v_mps) > cfg.max_accel_mps2 * dt + 3 * (s.v_std + last.v_std):
                 return f"implausible jump: speed {last.v_mps:.2f} -> {s.v_mps:.2f} m/s in {dt:.3f} s"
         return None
+
+    def _body_attitude(self, t: float) -> tuple[float, float, str]:
+        """(body pitch, body roll) in degrees for the frame at ``t`` from the newest odometry sample at or before
+        it, and ``""``; or (0, 0) and why not (none, too old, not reported / NaN, implausible), in which case the
+        bird's-eye view uses the configured mounting pitch alone."""
+        cfg = self.cfg
+        o = next((o for o in reversed(self._odom) if o.t <= t + 1e-6), None)
+        if o is None:
+            return 0.0, 0.0, "no odometry at the frame time"
+        if t - o.t > cfg.max_odom_gap_s:
+            return 0.0, 0.0, f"odometry attitude {t - o.t:.2f} s old"
+        try:
+            pitch, roll = float(o.pitch_deg), float(o.roll_deg)
+        except (TypeError, ValueError):
+            return 0.0, 0.0, f"odometry attitude not a number: pitch {o.pitch_deg!r}, roll {o.roll_deg!r}"
+        if not (math.isfinite(pitch) and math.isfinite(roll)):
+            return 0.0, 0.0, "odometry carries no attitude (orientation not reported or NaN)"
+        if max(abs(pitch), abs(roll)) > cfg.max_body_tilt_deg:
+            return 0.0, 0.0, (f"implausible odometry attitude: pitch {pitch:.1f}, roll {roll:.1f} deg "
+                              f"(> {cfg.max_body_tilt_deg:g})")
+        return pitch, roll, ""
 
     def _segments(self, t0: float, t1: float) -> tuple[list[tuple[float, float, float, float, float]], str]:
         """(dt, v, yaw_rate, v_std, w_std) pieces covering [t0, t1] and a problem ('' when odometry is fine)."""
@@ -757,7 +799,10 @@ class VehicleLocalizer:
             return self._result(t, [], None, f"frame at t={t:.3f} is older than the filter time {self._t:.3f}",
                                 timings, gps_prior, t0)
         cfg = self.cfg
-        bev = birds_eye(image, cfg, intrinsics)
+        body_pitch, body_roll, why = self._body_attitude(t)
+        self._attitude = (body_pitch, body_roll, why)
+        self.attitude_fallbacks += int(bool(why))
+        bev = birds_eye(image, cfg, intrinsics, cfg.camera_pitch_deg + body_pitch, body_roll)
         timings["bev"] = (time.perf_counter() - t0) * 1e3
         self._ensure_mosaic((gps_prior.lat, gps_prior.lon) if gps_prior is not None else None)
         m = self._mosaic

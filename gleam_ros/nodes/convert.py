@@ -258,7 +258,12 @@ def imu_to_roll_pitch(msg: Imu) -> tuple[float, float] | None:
     """
     if float(msg.orientation_covariance[0]) == -1.0:
         return None
-    q = np.array([msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w], dtype=float)
+    return _roll_pitch_deg(msg.orientation)
+
+
+def _roll_pitch_deg(o: Quaternion) -> tuple[float, float] | None:
+    """(roll_deg, pitch_deg), core conventions, of a REP-103 orientation quaternion; None when degenerate or NaN."""
+    q = np.array([o.x, o.y, o.z, o.w], dtype=float)
     n = float(np.linalg.norm(q))
     if not (math.isfinite(n) and n > 1e-6):
         return None
@@ -285,6 +290,11 @@ def odometry_to_sample(msg: Odometry, t_recv: float, default_v_std: float, defau
     when those are 0 or -1 (not reported). An unstamped message takes ``t_recv``. Values are passed
     on as they are (a NaN speed included): the localizer judges them. Raises InputError for a
     covariance that is NaN, infinite or negative.
+
+    The body's roll / pitch (core conventions, see :func:`imu_to_roll_pitch`) come from
+    ``pose.pose.orientation``; NaN when it is not reported (roll or pitch variance ``pose.covariance``
+    [21] / [28] is -1, NaN, negative or at least :data:`UNKNOWN_VARIANCE`) or is degenerate / NaN: the localizer then
+    projects with the configured mounting pitch and says so in its diagnostics.
     """
     from gleam_ros.core.vehicle import OdometrySample
 
@@ -294,8 +304,13 @@ def odometry_to_sample(msg: Odometry, t_recv: float, default_v_std: float, defau
     c = msg.twist.covariance
     v_std = _twist_std(float(c[0]), default_v_std, "speed (twist.covariance[0])")
     w_std = _twist_std(float(c[35]), default_yaw_rate_std, "yaw rate (twist.covariance[35])")
+    pc = msg.pose.covariance
+    att = None
+    if all(0.0 <= float(pc[i]) < UNKNOWN_VARIANCE for i in (21, 28)):  # NaN, -1 or "unmeasured": not reported
+        att = _roll_pitch_deg(msg.pose.pose.orientation)
+    roll, pitch = att if att is not None else (math.nan, math.nan)
     return OdometrySample(t=t, v_mps=float(msg.twist.twist.linear.x), yaw_rate_rps=float(msg.twist.twist.angular.z),
-                          v_std=v_std, yaw_rate_std=w_std)
+                          v_std=v_std, yaw_rate_std=w_std, pitch_deg=pitch, roll_deg=roll)
 
 
 # ------------------------------------------------------------------------------- hypotheses out

@@ -129,11 +129,16 @@ def gps_prior(lat: float, lon: float, std_m: float | None, fallback_std_m: float
 
 
 def status_values(status: dict[str, Any]) -> dict[str, str]:
-    """:meth:`VehicleLocalizer.status` as /diagnostics values (floats with 2 decimals, booleans lower case)."""
+    """:meth:`VehicleLocalizer.status` as /diagnostics values (floats with 2 decimals, booleans lower case).
+
+    ``attitude`` says whether the last frame's bird's-eye view used the body attitude of the odometry
+    orientation or, and why, the configured mounting pitch alone; ``attitude_fallback_frames`` counts the latter.
+    """
     names = {"n_particles": "particles", "n_modes": "modes", "top_mode_weight": "top_mode_weight",
              "spread_m": "spread_m", "appearance_z": "appearance_z", "locked": "locked",
              "global_search": "global_search", "odom_age_s": "odom_lag_s", "kidnaps": "kidnaps",
-             "last_reason": "vehicle_last_reason"}
+             "last_reason": "vehicle_last_reason", "attitude": "attitude", "body_pitch_deg": "body_pitch_deg",
+             "body_roll_deg": "body_roll_deg", "attitude_fallbacks": "attitude_fallback_frames"}
     out = {}
     for key, name in names.items():
         if key not in status:

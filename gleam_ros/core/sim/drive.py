@@ -38,18 +38,29 @@ __all__ = ["DriveFrame", "DriveRealism", "OdomNoise", "OdometrySample", "RoadGri
 
 @dataclass(frozen=True)
 class OdomNoise:
-    """Odometry error model: per-drive speed scale error and gyro bias, plus white noise per sample."""
+    """Odometry error model: per-drive speed scale error and gyro bias, plus white noise per sample.
+
+    Attitude (only in drives with a :class:`DriveRealism`, whose body pitches and rolls): the samples carry the
+    body's true pitch / roll plus an IMU / AHRS error, slowly varying (Ornstein-Uhlenbeck, 1-sigma
+    ``attitude_std_deg`` per axis, correlation time ``attitude_tau_s``), as a gravity-referenced attitude
+    estimate fused with wheel speed is. The camera's mounting mis-calibration is not in it (the IMU cannot
+    see it).
+    """
 
     v_scale_std: float = 0.01  # 1-sigma relative wheel-speed scale error (tyre radius), drawn once per drive
     gyro_bias_std: float = 0.002  # rad/s, 1-sigma gyro bias, drawn once per drive
     v_std: float = 0.05  # m/s white noise per sample
     yaw_rate_std: float = 0.005  # rad/s white noise per sample
+    attitude_std_deg: float = 0.3  # 1-sigma error of the reported body pitch and roll
+    attitude_tau_s: float = 5.0  # its correlation time
 
     def __post_init__(self) -> None:
-        for name in ("v_scale_std", "gyro_bias_std", "v_std", "yaw_rate_std"):
+        for name in ("v_scale_std", "gyro_bias_std", "v_std", "yaw_rate_std", "attitude_std_deg", "attitude_tau_s"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ConfigError(f"OdomNoise.{name} must be a finite number >= 0, got {v!r}")
+        if self.attitude_tau_s <= 0:
+            raise ConfigError(f"OdomNoise.attitude_tau_s must be > 0 seconds, got {self.attitude_tau_s!r}")
 
 
 @dataclass(frozen=True)
@@ -97,16 +108,33 @@ def _body_attitude(t: np.ndarray, v: np.ndarray, real: DriveRealism, rng: np.ran
 
     n = len(t)
     dt = float(t[1] - t[0]) if n > 1 else 1.0
-    a = math.exp(-dt / real.body_tau_s)
-    z = rng.normal(0.0, 1.0, (2, n))
-    ou = np.zeros((2, n))
-    ou[:, 0] = z[:, 0]
-    for i in range(1, n):
-        ou[:, i] = a * ou[:, i - 1] + math.sqrt(1.0 - a * a) * z[:, i]
+    ou = _ou(rng.normal(0.0, 1.0, (2, n)), math.exp(-dt / real.body_tau_s))
     accel = np.gradient(v, dt) if n > 1 else np.zeros(n)
     pitch = real.pitch_offset_deg + real.pitch_std_deg * ou[0] + real.brake_pitch_deg_per_mps2 * accel
     roll = real.roll_std_deg * ou[1]
     return np.clip(pitch, -MAX_TILT_DEG, MAX_TILT_DEG), np.clip(roll, -MAX_TILT_DEG, MAX_TILT_DEG)
+
+
+def _ou(z: np.ndarray, a: float) -> np.ndarray:
+    """Unit-variance Ornstein-Uhlenbeck series along the last axis of white normal draws ``z`` (step factor ``a``)."""
+    ou = np.zeros_like(z)
+    ou[..., 0] = z[..., 0]
+    for i in range(1, z.shape[-1]):
+        ou[..., i] = a * ou[..., i - 1] + math.sqrt(1.0 - a * a) * z[..., i]
+    return ou
+
+
+def _with_attitude(odom: list[OdometrySample], pitch: np.ndarray, roll: np.ndarray, noise: OdomNoise,
+                   rng: np.random.Generator) -> list[OdometrySample]:
+    """The odometry samples carrying the body's attitude (pitch, roll in degrees at each sample) plus the IMU
+    error of ``noise`` (see :class:`OdomNoise`)."""
+    from dataclasses import replace
+
+    n = len(odom)
+    dt = float(odom[1].t - odom[0].t) if n > 1 else 1.0
+    err = noise.attitude_std_deg * _ou(rng.normal(0.0, 1.0, (2, n)), math.exp(-dt / noise.attitude_tau_s))
+    return [replace(o, pitch_deg=float(p + e0), roll_deg=float(r + e1))
+            for o, p, r, e0, e1 in zip(odom, pitch, roll, err[0], err[1])]
 
 
 def _occlude(img: np.ndarray, mean_boxes: float, rng: np.random.Generator) -> np.ndarray:
@@ -446,7 +474,9 @@ def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: 
         speed_mps, region: as in :func:`plan_drive`.
         realism: a :class:`DriveRealism` (body motion, camera mis-calibration, sensor effects, occluders);
             None = a rigid, calibrated camera and clean frames. It draws from its own random stream, so the
-            route, odometry and appearance are those of the same ``rng`` without it.
+            route, odometry and appearance are those of the same ``rng`` without it. With it the odometry
+            samples also carry the body's pitch / roll as an IMU reports them (``odom_noise`` attitude error;
+            without it they carry NaN: a rigid car reports no attitude).
 
     Returns ``(frames, odometry)``: :class:`DriveFrame` per camera frame (true pose, lat/lon), and
     :class:`OdometrySample` per odometry tick.
@@ -476,6 +506,9 @@ def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: 
         rrng = np.random.default_rng(int(rng.integers(1 << 31)))  # drawn last: the drive itself is unchanged
         pitch, roll = _body_attitude(st["t"], st["v"], realism, rrng)
         height = GroundPose(0.0, 0.0, 0.0).height_m + realism.height_offset_m
+        # the odometry reports the body's attitude (IMU), not the camera's mounting offset
+        odom = _with_attitude(odom, pitch - realism.pitch_offset_deg, roll, noise,
+                              np.random.default_rng(int(rng.integers(1 << 31))))
     n_frames = int(math.floor(float(duration_s) * fps + 1e-9)) + 1
     kid = int(st["kidnap_step"])
     frames: list[DriveFrame] = []
