@@ -693,6 +693,9 @@ def _add_bench_run_parser(bench) -> None:
                    help="--hard: registration accuracy declared for the other-source index (real map, or the "
                         "vehicle drives' index), 1-sigma per axis in metres (as `gleam index build "
                         "--reference-std-m`; default 0)")
+    p.add_argument("--no-attitude-priors", action="store_true",
+                   help="--hard (UAV): give the frames the barometric height only, not the autopilot's pitch/roll "
+                        "(1 deg) and heading (5 deg) that centre the tile search on an oblique view")
 
 
 def cmd_bench_run(a: argparse.Namespace) -> int:

@@ -83,6 +83,9 @@ class BenchConfig:
     # hard: registration accuracy declared for the other-source reference of the real map (1-sigma per axis,
     # metres, as `gleam index build --reference-std-m`); 0 = the imagery is taken as exact
     ref_std_m: float = 0.0
+    # hard: the frames come with the autopilot's attitude (IMU pitch/roll 1 deg, magnetometer heading 5 deg,
+    # flight.AttitudeNoise), so the localizer can search tiles around an oblique view's centre; False: altitude only
+    attitude_priors: bool = True
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -183,6 +186,7 @@ class Scene:
     verify: dict = field(default_factory=dict)  # VerifyConfig overrides of this scene
     hard: dict | None = None  # the HardSpec of a hard scene (reported)
     reference_std_m: float = 0.0  # the index map's declared registration accuracy (manifest map_info)
+    attitude: object = None  # flight.AttitudeNoise of the frames' attitude priors (None: altitude only)
 
 
 def make_scenes(cfg: BenchConfig) -> list[Scene]:
@@ -245,6 +249,7 @@ def run_scene(scene: Scene, cfg: BenchConfig, torch_b, onnx_b, ft_b, out: Path, 
     base_verifier = Verifier(loc.cfg.verify)
     rng_alt = np.random.default_rng(cfg.seed)
     rng_prior = np.random.default_rng(cfg.seed + 1)
+    rng_att = np.random.default_rng(cfg.seed + 2)  # own stream: the altitude draws are the same without attitude
     n_rot, k = loc.cfg.n_rotations, cfg.top_k_recall
     recs = {m: [] for m in METHODS if m != "retrieval_finetuned" or ft_b is not None}
     recall = {m: [] for m in ("retrieval_imagenet", "retrieval_finetuned")}
@@ -266,7 +271,7 @@ def run_scene(scene: Scene, cfg: BenchConfig, torch_b, onnx_b, ft_b, out: Path, 
         rgb = read_image(img)
         dec = (time.perf_counter() - t1) * 1e3
         lat["decode"].append(dec)
-        priors = frame_priors(pose, cfg.alt_noise_m, rng_alt)
+        priors = frame_priors(pose, cfg.alt_noise_m, rng_alt, scene.attitude, rng_att)
 
         # embedding: torch and ONNX Runtime on the same frame, alternating which goes first
         emb = {}
@@ -365,6 +370,7 @@ def run_scene(scene: Scene, cfg: BenchConfig, torch_b, onnx_b, ft_b, out: Path, 
     return {
         "description": scene.description,
         **({"hard": scene.hard, "verify_overrides": scene.verify} if scene.hard else {}),
+        **({"attitude_priors": asdict(scene.attitude)} if scene.attitude is not None else {}),
         "index": {"tiles": index.n_tiles, "build_s": build_s, "tile_size_m": cfg.tile_size_m, "overlap": cfg.overlap,
                   "gsd_m": cfg.tile_gsd_m, "min_valid": cfg.min_valid},
         "flight": {"frames": len(flight), **asdict(fspec)},
@@ -547,6 +553,8 @@ def config_from_args(a) -> BenchConfig:
           "verify_features": getattr(a, "verify_features", "sift"), "hard": getattr(a, "hard", False)}
     if getattr(a, "ref_std", None) is not None:
         kw["ref_std_m"] = a.ref_std
+    if getattr(a, "no_attitude_priors", False):
+        kw["attitude_priors"] = False
     if a.frames is not None:
         kw["frames"] = a.frames
     if a.world_size is not None:

@@ -13,7 +13,10 @@ Two scenes, built from :class:`gleam_ros.core.bench.BenchConfig` and a
   effects.
 
 Verification accepts poses up to ``HARD_MAX_TILT_DEG`` off nadir (the default 25 deg would reject every
-frame the oblique flight takes beyond it).
+frame the oblique flight takes beyond it). With ``cfg.attitude_priors`` (the default) every frame comes with
+the autopilot's attitude as a real UAV has it (:class:`gleam_ros.core.flight.AttitudeNoise`: pitch / roll
+1 deg, heading 5 deg), and the localizer searches tiles around the oblique view's centre
+(:mod:`gleam_ros.core.oblique`); without, only the barometric height.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ HARD_MAX_TILT_DEG = 50.0
 def hard_scenes(cfg, hard: HardSpec | None = None) -> list:
     """The hard :class:`gleam_ros.core.bench.Scene` list for ``cfg`` (real map and/or procedural world)."""
     from .bench import Scene
+    from .flight import AttitudeNoise
     from .maps import open_map
 
     hard = HardSpec() if hard is None else hard
+    attitude = AttitudeNoise() if cfg.attitude_priors else None
+    att_text = (f", attitude priors pitch/roll {attitude.pitch_roll_std_deg:g} deg, heading {attitude.heading_std_deg:g} "
+                "deg (1 sigma)" if attitude else ", altitude prior only")
     verify = {"max_tilt_deg": max(HARD_MAX_TILT_DEG, hard.max_off_nadir_deg + 5.0)}
     scenes = []
     if cfg.map_path:
@@ -46,8 +53,8 @@ def hard_scenes(cfg, hard: HardSpec | None = None) -> list:
             f"real map {geomap.name}, hard flight: index from another source (shifted {hard.shift_e_m:g} m E, "
             f"{hard.shift_n_m:g} m N, colour/texture change {hard.ref_change:g}), oblique views up to "
             f"{hard.max_off_nadir_deg:g} deg, sensor effects {hard.sensor:g}, photometric change {cfg.photometric:g}"
-            f", declared registration accuracy {cfg.ref_std_m:g} m",
-            simulate=sim_real, verify=verify, hard=asdict(hard), reference_std_m=cfg.ref_std_m))
+            f", declared registration accuracy {cfg.ref_std_m:g} m{att_text}",
+            simulate=sim_real, verify=verify, hard=asdict(hard), reference_std_m=cfg.ref_std_m, attitude=attitude))
     if cfg.world:
         from .sim.world import WorldConfig, make_world
 
@@ -64,8 +71,8 @@ def hard_scenes(cfg, hard: HardSpec | None = None) -> list:
             f"procedural world seed {cfg.world_seed}, {cfg.world_size_m:g} m, hard flight: index from the "
             f"{hard.ref_season} render, flight over the {cfg.world_season} render with heights (parallax"
             f"{'' if hard.parallax else ' off'}), oblique views up to {hard.max_off_nadir_deg:g} deg, sensor effects "
-            f"{hard.sensor:g}, photometric change {cfg.photometric:g}",
-            simulate=sim_world, verify=verify, hard=asdict(hard)))
+            f"{hard.sensor:g}, photometric change {cfg.photometric:g}{att_text}",
+            simulate=sim_world, verify=verify, hard=asdict(hard), attitude=attitude))
     return scenes
 
 

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -212,18 +212,56 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def frame_priors(pose: Pose, alt_noise_m: float, rng: np.random.Generator) -> Priors:
-    """What a UAV's barometer tells the localizer: height above ground with noise (no yaw)."""
-    return Priors(alt_m=max(1.0, pose.alt_m + float(rng.normal(0.0, alt_noise_m))))
+@dataclass(frozen=True)
+class AttitudeNoise:
+    """The attitude a UAV's autopilot reports with each frame, as 1-sigma errors in degrees.
+
+    ``pitch_roll_std_deg``: camera pitch and roll from the IMU / gimbal (an AHRS or gimbal encoder gives
+    0.5-1 deg; 1 deg by default). ``heading_std_deg``: true-north heading from the magnetometer (several
+    degrees after calibration and declination; 5 deg by default). ``None`` leaves that prior out.
+    """
+
+    pitch_roll_std_deg: float | None = 1.0
+    heading_std_deg: float | None = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("pitch_roll_std_deg", "heading_std_deg"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 90.0):
+                raise ConfigError(f"AttitudeNoise.{name} must be None or a number of degrees within [0, 90], got {v!r}")
+
+
+def frame_priors(pose: Pose, alt_noise_m: float, rng: np.random.Generator, attitude: AttitudeNoise | None = None,
+                 attitude_rng: np.random.Generator | None = None) -> Priors:
+    """What a UAV's sensors tell the localizer about a frame taken at ``pose``.
+
+    Always the barometric height above ground (``alt_noise_m`` 1-sigma, drawn from ``rng``); with
+    ``attitude`` also pitch / roll and heading, the truth plus Gaussian noise of the stated 1-sigma, drawn
+    from ``attitude_rng`` (default ``rng``; a separate generator keeps the altitude draws of a flight the
+    same with and without attitude).
+    """
+    priors = Priors(alt_m=max(1.0, pose.alt_m + float(rng.normal(0.0, alt_noise_m))))
+    if attitude is None:
+        return priors
+    r = rng if attitude_rng is None else attitude_rng
+    kw = {}
+    if attitude.pitch_roll_std_deg is not None:
+        dp, dr = r.normal(0.0, attitude.pitch_roll_std_deg, 2)
+        kw.update(pitch_deg=pose.pitch_deg + float(dp), roll_deg=pose.roll_deg + float(dr))
+    if attitude.heading_std_deg is not None:
+        kw["heading_deg"] = (pose.heading_deg + float(r.normal(0.0, attitude.heading_std_deg))) % 360.0
+    return replace(priors, **kw)
 
 
 def run_flight(localizer: Localizer, flight: Flight, alt_prior: bool = True, alt_noise_m: float = 3.0,
-               progress: bool = True, seed: int = 0) -> Iterator[FrameRecord]:
+               progress: bool = True, seed: int = 0, attitude: AttitudeNoise | None = None) -> Iterator[FrameRecord]:
     """Localize every frame of ``flight``; yields one :class:`FrameRecord` per frame.
 
-    Frames that cannot be read are recorded as dropped (with the reason), never a crash.
+    ``attitude`` (with ``alt_prior``): also give each frame noisy pitch / roll / heading priors
+    (:func:`frame_priors`). Frames that cannot be read are recorded as dropped (with the reason), never a crash.
     """
     rng = np.random.default_rng(seed)
+    att_rng = np.random.default_rng([seed, 1])
     items = zip(flight.poses, flight.images)
     if progress:
         from tqdm import tqdm
@@ -235,7 +273,7 @@ def run_flight(localizer: Localizer, flight: Flight, alt_prior: bool = True, alt
             t0 = time.perf_counter()
             rgb = read_image(img_path)
             decode_ms = (time.perf_counter() - t0) * 1e3
-            priors = frame_priors(pose, alt_noise_m, rng) if alt_prior else None
+            priors = frame_priors(pose, alt_noise_m, rng, attitude, att_rng) if alt_prior else None
             res = localizer.localize(rgb, t=pose.t, intrinsics=flight.intrinsics, priors=priors)
         except GleamError as exc:
             rec.dropped, rec.note = True, str(exc)

@@ -22,6 +22,7 @@ from .filter import FilterConfig, FilterOutput, FixFilter
 from .geo import distance_m
 from .index import SearchHit, TileIndex
 from .jsonutil import to_jsonable
+from .oblique import view_search
 from .preprocess import MODALITIES, check_image
 from .verify import Priors, Verification, VerifyConfig, Verifier
 
@@ -62,6 +63,13 @@ class LocalizerConfig:
     # (retrieval adds little inside a tight prior and costs the most time on CPU). Acquisition and
     # externally given priors (e.g. GPS) always use retrieval.
     track_skip_embed: bool = True
+    # Oblique views (gleam_ros.core.oblique): when the frame's Priors give height, pitch, roll and heading, the
+    # tile search (tracking and a prior-restricted retrieval) is centred where the optical axis meets the ground,
+    # its radius grown by that point's uncertainty from these 1-sigma attitude errors (IMU / gimbal pitch and
+    # roll; magnetometer heading).
+    view_search: bool = True
+    attitude_std_deg: float = 1.0
+    heading_std_deg: float = 5.0
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     # A multirotor turns at several m/s²: at 1 Hz frames the filter's 3 m/s² default gates real turns.
     filter: FilterConfig = field(default_factory=lambda: FilterConfig(accel_std_mps2=6.0))
@@ -75,6 +83,10 @@ class LocalizerConfig:
                 raise ConfigError(f"LocalizerConfig.{name} must be an integer >= {lo}, got {v!r}")
         if not (self.track_radius_min_m > 0 and math.isfinite(self.track_radius_min_m)):
             raise ConfigError(f"LocalizerConfig.track_radius_min_m must be a positive number, got {self.track_radius_min_m!r}")
+        for name, hi in (("attitude_std_deg", 30.0), ("heading_std_deg", 180.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= hi:
+                raise ConfigError(f"LocalizerConfig.{name} must be a number of degrees within [0, {hi:g}], got {v!r}")
 
 
 @dataclass
@@ -117,6 +129,8 @@ class LocalizationResult:
     best_verification: Verification | None = None
     rectified: np.ndarray | None = None  # the pinhole view used when the frame was undistorted (match points refer to it)
     reason: str = ""  # why a frame with verified hypotheses has no fix (e.g. they disagree), else ""
+    search: PositionPrior | None = None  # the region the tiles were searched in (the view centre when oblique)
+    search_note: str = ""  # how that region was placed (view centre, or why not), else ""
 
     @property
     def has_trusted_fix(self) -> bool:
@@ -134,6 +148,8 @@ class LocalizationResult:
                        "reason": self.filter.reason} if self.filter else None,
             "prior": asdict(self.prior) if self.prior else None,
             "reason": self.reason,
+            "search": asdict(self.search) if self.search else None,
+            "search_note": self.search_note,
             "timings_ms": self.timings_ms,
         })
 
@@ -211,6 +227,7 @@ class Localizer:
             rectified = rgb
         timings["rectify"] = (time.perf_counter() - t1) * 1e3
         prior = position_prior or self._track_prior(t)
+        search, search_note = self._search_region(prior, priors)
 
         tracking = prior is not None and position_prior is None and self.cfg.track_skip_embed
         t1 = time.perf_counter()
@@ -224,9 +241,9 @@ class Localizer:
 
         t1 = time.perf_counter()
         if tracking:
-            hits = self._nearest_tiles(prior)
+            hits = self._nearest_tiles(search)
         else:
-            prior_tuple = (prior.lat, prior.lon, prior.radius_m) if prior else None
+            prior_tuple = (search.lat, search.lon, search.radius_m) if search else None
             hits = self.index.search_multi(queries, k=self.cfg.top_k, prior=prior_tuple)
         timings["search"] = (time.perf_counter() - t1) * 1e3
 
@@ -266,7 +283,18 @@ class Localizer:
         timings["filter"] = (time.perf_counter() - t1) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         evidence = best if best is not None or not why else verifs[0]
-        return LocalizationResult(t, hyps, fix, out, timings, prior, evidence, rectified, why)
+        return LocalizationResult(t, hyps, fix, out, timings, prior, evidence, rectified, why, search, search_note)
+
+    def _search_region(self, prior: PositionPrior | None, priors: Priors | None) -> tuple[PositionPrior | None, str]:
+        """The region to search tiles in for a vehicle expected within ``prior``: centred on the view centre when
+        ``priors`` give the attitude (:func:`gleam_ros.core.oblique.view_search`), else ``prior`` itself."""
+        if prior is None or not self.cfg.view_search:
+            return prior, ""
+        v = view_search(prior.lat, prior.lon, prior.radius_m, priors, self.cfg.attitude_std_deg,
+                        self.cfg.heading_std_deg)
+        if v.shift_m == 0.0 and v.radius_m == prior.radius_m:
+            return prior, v.note
+        return PositionPrior(v.lat, v.lon, v.radius_m), v.note
 
     def _consensus(self, verifs: list[Verification], hyps: list[Hypothesis], t: float) -> tuple[int | None, str]:
         """The multi-hypothesis rule (:mod:`gleam_ros.core.consensus`): index of the verification to use as
@@ -301,7 +329,7 @@ class Localizer:
         return [(-h.rotation * 360.0 / n) % 360.0 if h.rotation >= 0 else None for h in hits]
 
     def _nearest_tiles(self, prior: PositionPrior) -> list[SearchHit]:
-        """The ``top_k`` tiles nearest the prior centre (tracking mode; no similarity score)."""
+        """The ``top_k`` tiles nearest the search centre (tracking mode; no similarity score)."""
         idx = self.index.tiles_within(prior.lat, prior.lon, prior.radius_m)
         if len(idx) == 0:
             return []
