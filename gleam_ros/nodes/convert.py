@@ -261,16 +261,39 @@ def imu_to_roll_pitch(msg: Imu) -> tuple[float, float] | None:
     return _roll_pitch_deg(msg.orientation)
 
 
-def _roll_pitch_deg(o: Quaternion) -> tuple[float, float] | None:
-    """(roll_deg, pitch_deg), core conventions, of a REP-103 orientation quaternion; None when degenerate or NaN."""
+def _unit_quaternion(o: Quaternion) -> np.ndarray | None:
+    """(x, y, z, w) of an orientation quaternion normalised; None when degenerate or NaN."""
     q = np.array([o.x, o.y, o.z, o.w], dtype=float)
     n = float(np.linalg.norm(q))
     if not (math.isfinite(n) and n > 1e-6):
         return None
-    x, y, z, w = q / n
+    return q / n
+
+
+def _roll_pitch_deg(o: Quaternion) -> tuple[float, float] | None:
+    """(roll_deg, pitch_deg), core conventions, of a REP-103 orientation quaternion; None when degenerate or NaN."""
+    q = _unit_quaternion(o)
+    if q is None:
+        return None
+    x, y, z, w = q
     roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
     pitch = math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
     return math.degrees(roll), -math.degrees(pitch)
+
+
+def imu_to_heading(msg: Imu) -> float | None:
+    """Compass heading (deg clockwise from north) of the body x axis from an IMU orientation.
+
+    Meaningful only when the orientation's yaw is referenced to east (REP-145: an AHRS fusing a
+    magnetometer or GNSS heading, corrected to true north); the node uses it only when told so
+    (``imu_heading``). None when the IMU reports no orientation or a degenerate quaternion.
+    """
+    q = _unit_quaternion(msg.orientation) if float(msg.orientation_covariance[0]) != -1.0 else None
+    if q is None:
+        return None
+    x, y, z, w = q
+    yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))  # ENU yaw, counter-clockwise from east
+    return (90.0 - math.degrees(yaw)) % 360.0
 
 
 def _twist_std(var: float, default: float, what: str) -> float:

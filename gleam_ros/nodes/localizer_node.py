@@ -112,6 +112,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("origin_alt", 0.0, "(configure) ellipsoidal height of the map origin and of the (flat) ground, m",
               (-1000.0, 10000.0)),
     ParamSpec("gps_timeout_s", 2.0, "GPS (and altitude/IMU priors) older than this is lost, s", (0.1, 60.0)),
+    ParamSpec("imu_heading", False, "the imu orientation's yaw is referenced to true north (REP-145 ENU, magnetometer "
+              "or GNSS heading fused): use it as the heading prior; with altitude, pitch and roll it centres the tile "
+              "search of an oblique view where the camera looks"),
     ParamSpec("gps_max_std_m", 15.0, "GPS with a horizontal std above this counts as lost, m", (0.1, 1000.0)),
     ParamSpec("gps_prior_radius_m", 150.0, "search radius around the GPS position (grows with the time since "
               "GPS was lost), m", (10.0, 100000.0)),
@@ -250,7 +253,7 @@ class LocalizerNode(LifecycleNode):
         self._gps: tuple[NavSatFix, float] | None = None
         self._last_good_gps: tuple[float, float, float] | None = None  # lat, lon, receive time
         self._alt: tuple[float, float] | None = None
-        self._attitude: tuple[tuple[float, float], float] | None = None
+        self._attitude: tuple[tuple[float, float, float | None], float] | None = None  # (roll, pitch, heading), t
         self._told_rectify = False
         self._pipeline: _Pipeline | None = None
         self._config_error = ""
@@ -507,8 +510,9 @@ class LocalizerNode(LifecycleNode):
     def _on_imu(self, msg: Imu) -> None:
         att = convert.imu_to_roll_pitch(msg)
         if att is not None:
+            hdg = convert.imu_to_heading(msg) if self._p("imu_heading") else None
             with self._lock:
-                self._attitude = (att, self._now())
+                self._attitude = ((*att, hdg), self._now())
 
     # ------------------------------------------------------------------ worker
     def _run_worker(self) -> None:
@@ -580,10 +584,10 @@ class LocalizerNode(LifecycleNode):
         with self._lock:
             alt, att = self._alt, self._attitude
         alt_m = alt[0] if alt is not None and now - alt[1] <= horizon else None
-        roll = pitch = None
+        roll = pitch = heading = None
         if att is not None and now - att[1] <= horizon:
-            roll, pitch = att[0]
-        return Priors(alt_m=alt_m, roll_deg=roll, pitch_deg=pitch)
+            roll, pitch, heading = att[0]
+        return Priors(alt_m=alt_m, roll_deg=roll, pitch_deg=pitch, heading_deg=heading)
 
     def _intrinsics(self, w: int, h: int) -> tuple[Any, str]:
         """(intrinsics or None, why the frame must be dropped or '')."""
