@@ -194,3 +194,62 @@ def test_node_reads_the_imu_heading_in_core_conventions(heading, pitch, roll):
     imu.orientation_covariance[0] = -1.0  # "no orientation"
     assert convert.imu_to_heading(imu) is None
     assert convert.imu_to_heading(Imu(orientation=Quaternion(x=0.0, y=0.0, z=0.0, w=0.0))) is None
+
+
+# ------------------------------------------------------------------- covariance tool (tools/bench_covariance.py)
+
+
+def _cov_tool():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "bench_covariance.py"
+    spec = importlib.util.spec_from_file_location("bench_covariance", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _pct_inside(row: str) -> float:
+    return float(row.split("|")[3].split("%")[0])
+
+
+def test_declared_accuracy_rows_and_misregistration_draws():
+    bc = _cov_tool()
+    rng = np.random.default_rng(3)
+    cov = np.diag([0.09, 0.16])  # per-frame errors drawn from their own covariance, plus the 0.5 m floor's share
+    fixes = [bc.Fix(rng.multivariate_normal([0, 0], cov + 0.25 * np.eye(2)), cov, 0.1) for _ in range(60)]
+    # maps misregistered as declared: about 95 % of all fixes inside the 95 % bound (2000 maps: the pooled
+    # share's standard deviation is about 0.5 %, the fixes of one map move together)
+    (row,) = bc.shift_draw_rows(fixes, 60, [1.5], draws=2000)
+    assert 93.5 <= _pct_inside(row) <= 96.5, row
+    # one map 2.5 m off: the mean NEES is what the offset and the per-frame spread give, sum over the axes of
+    # (offset² + spread²) / (spread² + declared²): far over-confident without a declaration, near 2 with 1.5 m
+    shifted = [bc.Fix(f.err + np.array([2.0, -1.5]), f.cov, f.g) for f in fixes]
+    none, decl = bc.declared_rows(shifted, 60, [0.0, 1.5])
+    spread = np.diag(cov) + 0.25
+    for row, d in ((none, 0.0), (decl, 1.5)):
+        want = float(np.sum((np.array([4.0, 2.25]) + spread) / (spread + d * d)))
+        assert float(row.split("|")[4]) == pytest.approx(want, rel=0.15), (row, want)
+    assert _pct_inside(none) < 20.0 < 90.0 < _pct_inside(decl)
+
+
+def test_bench_rows_replace_the_runs_declared_accuracy(tmp_path):
+    import json
+
+    from gleam_ros.core.geo import offset_latlon as off
+
+    bc = _cov_tool()
+    (tmp_path / "scene_a").mkdir()
+    (tmp_path / "bench.json").write_text(json.dumps({"config": {"ref_std_m": 1.5}, "scenes": {"scene_a": {}}}))
+    lat, lon = off(LAT0, LON0, 2.0, -1.5)  # every fix 2.5 m off, published with 0.5² + 1.5² per axis
+    rec = {"trusted": True, "gt_lat": LAT0, "gt_lon": LON0, "est_lat": lat, "est_lon": lon,
+           "cov_en": [[0.25 + 2.25, 0.0], [0.0, 0.25 + 2.25]]}
+    lines = [json.dumps(rec)] * 5 + [json.dumps({"trusted": False})]
+    (tmp_path / "scene_a" / "frames_full_pipeline.jsonl").write_text("\n".join(lines) + "\n")
+    rows = [r for r in bc.bench_rows(tmp_path, [0.0, 1.5]) if r.startswith("| declared")]
+    assert len(rows) == 2 and "5/6" in rows[0]
+    assert _pct_inside(rows[0]) == 0.0 and float(rows[0].split("|")[4]) == pytest.approx(25.0, rel=1e-3)
+    assert _pct_inside(rows[1]) == 100.0 and float(rows[1].split("|")[4]) == pytest.approx(2.5, rel=1e-3)
