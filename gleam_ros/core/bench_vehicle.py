@@ -16,8 +16,9 @@ first trusted fix. Output: ``vehicle_bench.json``, ``vehicle_bench.md`` and a tr
 modality under ``out``.
 
 ``hard`` (``gleam bench run --vehicle --hard``) adds, in the same run, the same drives made as hard as a real
-car's: frames with body pitch/roll, a camera height/pitch mis-calibration, sensor effects and occluding
-vehicles (:class:`~gleam_ros.core.sim.drive.DriveRealism`), localized against an index built from an
+car's: frames with body pitch/roll (which the odometry reports as an IMU does and the filter's bird's-eye view
+uses), a camera height/pitch mis-calibration, sensor effects and occluding vehicles
+(:class:`~gleam_ros.core.sim.drive.DriveRealism`), localized against an index built from an
 "other source" reference (:func:`~gleam_ros.core.sim.realism.other_source_map`: the summer render shifted by
 a known misregistration, re-coloured and re-textured). Errors are measured against the true position, so
 the misregistration shows up as error, as it would in reality; the shift applied is recorded in the output.
@@ -266,7 +267,8 @@ def markdown_report(res: dict) -> str:
         lines += [
             f"**Hard rows**: the same drives with body pitch/roll (OU std {r['pitch_std_deg']:g} / "
             f"{r['roll_std_deg']:g} deg, {r['body_tau_s']:g} s, {r['brake_pitch_deg_per_mps2']:g} deg per m/s^2 of "
-            f"braking), the camera {r['height_offset_m']:+g} m / {r['pitch_offset_deg']:+g} deg off the configured "
+            f"braking; the odometry reports the body attitude with an IMU error, the filter's bird's-eye view uses it), "
+            f"the camera {r['height_offset_m']:+g} m / {r['pitch_offset_deg']:+g} deg off the configured "
             f"height / pitch, sensor effects (strength {r['sensor']:g}), {r['occluders']:g} occluding vehicles per "
             f"frame on average, against an other-source index shifted {h['ref_shift_e_m']:+g} m E, "
             f"{h['ref_shift_n_m']:+g} m N ({h['ref_shift_m']:.1f} m) and re-textured, its declared registration "

@@ -6,9 +6,11 @@ over the drive:
 * **motion**: particles are propagated by wheel + gyro odometry (:meth:`VehicleLocalizer.on_odometry`) with
   its noise, a per-particle speed-scale and gyro-bias error and a small diffusion;
 * **appearance**: each frame's ground surface is projected to a bird's-eye view (BEV) with the camera height
-  and pitch (a forward pinhole camera, or the lower half of an equirectangular panorama, i.e. a polar
-  transform) and correlated (normalised cross-correlation, NCC, of both high-passed at 2 m) against the satellite imagery at every
-  particle's pose, which pins metric position *and* heading. Optionally the frame's GLEAM-C embedding is
+  and tilt (a forward pinhole camera, or the lower half of an equirectangular panorama, i.e. a polar
+  transform; the tilt is the configured mounting pitch plus the body pitch / roll the odometry reports at the
+  frame, an IMU's attitude, or the mounting pitch alone, with a diagnostic, when it reports none) and
+  correlated (normalised cross-correlation, NCC, of both high-passed at 2 m) against the satellite imagery at
+  every particle's pose, which pins metric position *and* heading. Optionally the frame's GLEAM-C embedding is
   compared with the embedding of the 50 m north-up satellite crop (:data:`~.preprocess.GROUND_TILE_M`)
   around each particle, cached per grid cell (``embed_weight``; off by default because the ImageNet encoder
   does not separate ground views, see docs/bench/vehicle_bench.md);
