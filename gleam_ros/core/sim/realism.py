@@ -55,9 +55,10 @@ def _finite(name: str, v: object, lo: float | None = None, hi: float | None = No
 
 
 def off_nadir_deg(pose: Pose) -> float:
-    """Angle between the camera's optical axis and straight down, degrees."""
-    ray = pose.camera_rotation() @ np.array([0.0, 0.0, 1.0])
-    return float(math.degrees(math.acos(float(np.clip(-ray[2], -1.0, 1.0)))))
+    """Angle between the camera's optical axis and straight down, degrees (:func:`gleam_ros.core.oblique.off_nadir_deg`)."""
+    from ..oblique import off_nadir_deg as tilt
+
+    return tilt(pose.pitch_deg, pose.roll_deg)
 
 
 def oblique_poses(poses: list[Pose], max_off_nadir_deg: float = 45.0, seed: int = 0,
