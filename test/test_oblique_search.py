@@ -253,3 +253,26 @@ def test_bench_rows_replace_the_runs_declared_accuracy(tmp_path):
     assert len(rows) == 2 and "5/6" in rows[0]
     assert _pct_inside(rows[0]) == 0.0 and float(rows[0].split("|")[4]) == pytest.approx(25.0, rel=1e-3)
     assert _pct_inside(rows[1]) == 100.0 and float(rows[1].split("|")[4]) == pytest.approx(2.5, rel=1e-3)
+
+
+def test_bench_hard_scenes_carry_the_attitude_priors_and_the_switch_removes_them(tmp_path):
+    import affine
+
+    from gleam_ros.cli import build_parser
+    from gleam_ros.core.bench import config_from_args, make_scenes
+    from gleam_ros.core.maps import write_geotiff
+
+    rgb = np.random.default_rng(0).integers(40, 200, (400, 400, 3)).astype(np.uint8)
+    tif = write_geotiff(tmp_path / "m.tif", rgb, "EPSG:32634", affine.Affine(0.5, 0.0, 240000.0, 0.0, -0.5, 6700000.0))
+
+    def scenes(*extra):
+        cfg = config_from_args(build_parser().parse_args(["bench", "run", "--map", str(tif), "--no-world", *extra]))
+        return cfg, make_scenes(cfg)
+
+    on, (s_on,) = scenes("--hard")
+    off, (s_off,) = scenes("--hard", "--no-attitude-priors")
+    assert on.attitude_priors and not off.attitude_priors
+    assert s_on.attitude == AttitudeNoise(1.0, 5.0) and "attitude priors" in s_on.description
+    assert s_off.attitude is None and "altitude prior only" in s_off.description
+    _, (easy,) = scenes()  # the easy flights keep the altitude prior only
+    assert easy.attitude is None
