@@ -76,13 +76,13 @@ def test_odometry_reports_the_body_attitude_with_the_imu_error(world):
     from gleam_ros.core.sim.drive import OdomNoise
 
     spec = _only(pitch_std_deg=1.2, roll_std_deg=0.7, pitch_offset_deg=-1.0)
-    frames, odom = simulate_drive(world, duration_s=40.0, fps=2.0, intr=INTR, rng=5, realism=spec)
+    frames, odom = simulate_drive(world, duration_s=40.0, fps=1.0, intr=INTR, rng=5, realism=spec)
     by_t = {o.t: o for o in odom}
     err = np.array([(by_t[f.t].pitch_deg - (f.pose.pitch_deg + 1.0), by_t[f.t].roll_deg - f.pose.roll_deg)
                     for f in frames])
     assert 0.1 < err.std() < 0.6 and np.abs(err).max() < 5 * OdomNoise().attitude_std_deg
     exact = OdomNoise(attitude_std_deg=0.0)
-    frames, odom = simulate_drive(world, duration_s=5.0, fps=2.0, intr=INTR, rng=5, realism=spec, odom_noise=exact)
+    frames, odom = simulate_drive(world, duration_s=3.0, fps=1.0, intr=INTR, rng=5, realism=spec, odom_noise=exact)
     by_t = {o.t: o for o in odom}
     for f in frames:
         assert by_t[f.t].pitch_deg == pytest.approx(f.pose.pitch_deg + 1.0)
