@@ -140,8 +140,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("n_particles_global", 4000, "(configure) vehicle: particles while (re)localizing over the whole "
               "map; >= n_particles", (10, 200000)),
     ParamSpec("camera_height_m", 1.6, "(configure) vehicle: camera height above the road, m", (0.3, 5.0)),
-    ParamSpec("camera_pitch_deg", 0.0, "(configure) vehicle: ground camera pitch, positive looks up, deg",
-              (-59.0, 59.0)),
+    ParamSpec("camera_pitch_deg", 0.0, "(configure) vehicle: camera mounting pitch, positive looks up, deg (the "
+              "body pitch of the odometry orientation adds to it)", (-59.0, 59.0)),
     ParamSpec("trust_spread_m", 4.0, "(configure) vehicle: a fix needs the posterior mode this tight (1 sigma), m",
               (0.5, 100.0)),
     ParamSpec("trust_min_frames", 3, "(configure) vehicle: frames the posterior must stay tight before a fix",
