@@ -97,6 +97,19 @@ def test_resume_after_interruption_is_exact(tmp_path, data, full_run):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_spawned_loader_workers_train_the_same_run(tmp_path, data, full_run):
+    """runtime.num_workers > 0: workers are spawned (a forked one hung after an evaluation had run OpenCV /
+    torch threads in the parent); the batches, and so every logged step, are those of the in-process loader."""
+    torch.set_num_threads(1)
+    d = tiny_config(tmp_path / "workers", data, PHASES)
+    d["runtime"]["num_workers"] = 1
+    res = gleam_c.run_training(config_from_dict(d))
+    assert res["status"] == "done"
+    keys = ("phase", "epoch", "step", "loss", "lr", "logit_scale", "grad_norm")
+    a, b = _log(full_run), _log(tmp_path / "workers")
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+
+
 def test_resume_refuses_another_world_size(tmp_path, data):
     cfg = _cfg(tmp_path, data, "r")
     gleam_c.run_training(cfg, stop_after=2)

@@ -339,10 +339,17 @@ class Trainer:
         return build_encoder(card, pretrained=m.pretrained), card
 
     def _loader(self, dataset: PairDataset, batches: list[list[tuple[int, int]]]) -> DataLoader:
+        """Batches of ``dataset``; workers (``runtime.num_workers``) are spawned, not forked.
+
+        A forked worker inherits the parent's thread pools mid-state: after an evaluation or mining pass had
+        run OpenCV / torch in threads, the second epoch's worker hung on a futex before its first batch
+        (seen on CPU, 2026-12-06). A spawned worker starts from a clean interpreter (a few seconds per epoch).
+        """
         nw = self.cfg.runtime.num_workers
         return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_pairs, num_workers=nw,
                           pin_memory=self.ctx.device.type == "cuda", generator=torch.Generator().manual_seed(0),
-                          persistent_workers=False, worker_init_fn=_single_threaded_worker if nw else None)
+                          persistent_workers=False, worker_init_fn=_single_threaded_worker if nw else None,
+                          multiprocessing_context="spawn" if nw else None)
 
     @torch.no_grad()
     def mine(self, model: GleamEncoder, dataset: PairDataset, pool: np.ndarray, k: int) -> np.ndarray:
