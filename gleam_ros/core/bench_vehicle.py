@@ -158,7 +158,6 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
     m_pf["n_particles"] = cfg.n_particles
     m_pf["n_particles_global"] = cfg.n_particles_global
     m_pf["kidnaps_declared"] = loc.kidnaps
-    m_pf["tracks_refound"] = loc.refound_tracks  # map searches after a kidnap that re-found the track held before
     m_rt = compute_metrics(lost_rt)
     log(f"  {'hard ' if realism else ''}{modality:9s} {scenario:10s} seed {seed}: PF within 10 m {m_pf['within_10m']:.2f}, false "
         f"{m_pf['false_fix_rate']:.3f}, median {m_pf['median_error_m']}; retrieval within 10 m {m_rt['within_10m']:.2f}")
