@@ -96,8 +96,9 @@ class BenchConfig:
             raise ConfigError(f"bench prior noise must be >= 0 m, got {self.prior_noise_m}")
         if not self.world and not self.map_path:
             raise ConfigError("bench: nothing to run (no --map and the procedural world is off)")
-        if not (math.isfinite(self.ref_std_m) and self.ref_std_m >= 0):
-            raise ConfigError(f"bench: --ref-std must be a finite number of metres >= 0, got {self.ref_std_m}")
+        from .index import check_reference_std
+
+        check_reference_std(self.ref_std_m, "bench: --ref-std")
 
     @staticmethod
     def quick(**kw) -> BenchConfig:
