@@ -58,11 +58,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gleam_ros.core.evaluate import CHI2_2DOF_95  # noqa: E402
 from gleam_ros.core.flight import frame_priors, load_flight, read_image  # noqa: E402
 from gleam_ros.core.geo import LocalFrame  # noqa: E402
 from gleam_ros.core.verify import Verifier, VerifyConfig  # noqa: E402
 
-CHI2_2DOF_95 = 5.991
 
 
 @dataclass
