@@ -40,11 +40,13 @@ demo-uav: setup
 # PLATFORM=vehicle: a car instead. The world's roads driven for 120 s (1 fps street-level frames in autumn,
 # the index is the summer satellite render; 20 Hz odometry; GPS lost from 40 s to 110 s), replayed in real
 # time through the localizer node process over DDS with config/vehicle.yaml and the world's road layer.
+# HARD=1: the hard benchmark's drive (body pitch / roll reported in /odom, mis-calibrated camera, sensor
+# effects, occluders).
 demo-vehicle: setup
 	.venv/bin/gleam world --seed 7 --out $(DEMO)/world
 	.venv/bin/gleam index build --map $(DEMO)/world/satellite.tif --out $(DEMO)/index
 	.venv/bin/gleam bag simulate --platform vehicle --world $(DEMO)/world --out $(DEMO)/drive.mcap --overwrite \
-	  --frames 121 --fps 1 --gps-dropout 40,110
+	  --frames 121 --fps 1 --gps-dropout 40,110 $(if $(HARD),--hard,)
 	.venv/bin/gleam bag eval --bag $(DEMO)/drive.mcap --index $(DEMO)/index --out $(DEMO)/eval_vehicle \
 	  --map $(DEMO)/world/satellite.tif --param road_layer_path:=$(CURDIR)/$(DEMO)/world
 	@echo "plot: $(DEMO)/eval_vehicle/flight.png"

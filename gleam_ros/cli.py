@@ -259,6 +259,9 @@ def _add_vehicle_bag_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--odom-rate", type=float, default=20.0, help="vehicle odometry rate, Hz (default 20)")
     s.add_argument("--kidnap-at", type=float, default=None, metavar="S",
                    help="vehicle: teleport the car to another road at S seconds (odometry does not see it)")
+    s.add_argument("--hard", action="store_true",
+                   help="vehicle: the hard benchmark's drive (the body pitches and rolls and /odom reports it in "
+                        "its orientation, a mis-calibrated camera, sensor effects, occluding vehicles)")
 
 
 # --------------------------------------------------------------------------------------------- commands

@@ -129,6 +129,47 @@ def test_odometry_integrates_to_the_true_path_until_the_kidnap(drives):
     assert jump > 100.0 and dr < 20.0, (jump, dr)
 
 
+def test_hard_drive_odometry_reports_the_body_attitude(drives, tmp_path):
+    """`--hard`: /odom's orientation carries the body's pitch / roll as an IMU reports them (read back by the node's
+    converter, with the stated variance): the camera's true attitude minus the mounting mis-calibration, within
+    the IMU error; the easy drive's odometry reports no attitude (NaN, so the node uses the mounting pitch)."""
+    import numpy as np
+
+    from gleam_ros.core.sim.drive import DriveRealism, OdomNoise
+    from gleam_ros.nodes import convert
+
+    def samples(path):
+        return [convert.odometry_to_sample(m, 0.0, 0.05, 0.005) for _t, m, _ in _read(path)["/odom"]]
+
+    assert all(math.isnan(s.pitch_deg) and math.isnan(s.roll_deg) for s in samples(drives / "ground.mcap"))
+    bag = tmp_path / "hard.mcap"
+    _gleam("bag", "simulate", "--platform", "vehicle", "--world", str(drives / "world"), "--frames", "21", "--fps",
+           "2", "--odom-rate", "20", "--seed", "4", "--quiet", "--width", "160", "--height", "120", "--hard",
+           "--out", str(bag))
+    msgs = _read(bag)
+    with open_bag(bag) as r:
+        info = flight_info(r)
+    real, std = DriveRealism(), OdomNoise().attitude_std_deg
+    assert info["realism"]["pitch_offset_deg"] == real.pitch_offset_deg and info["odom_attitude_std_deg"] == std
+    odo = {int(round(s.t * 1e3)): s for s in samples(bag)}
+    assert all(math.isfinite(s.pitch_deg) and math.isfinite(s.roll_deg) for s in odo.values())
+    m0 = msgs["/odom"][0][1]
+    assert m0.pose.covariance[21] == pytest.approx(math.radians(std) ** 2)
+    assert m0.pose.covariance[28] == pytest.approx(math.radians(std) ** 2)
+    truth, reported = [], []
+    for _t, m, _ in msgs["/ground_truth/pose"]:
+        ref = type("Imu", (), {"orientation": m.pose.orientation, "orientation_covariance": [0.0] * 9})
+        roll, pitch = convert.imu_to_roll_pitch(ref)
+        s = odo[int(round(_stamp(m) / NS * 1e3))]
+        truth.append((pitch - real.pitch_offset_deg, roll))  # the IMU sees the body, not the camera's mount
+        reported.append((s.pitch_deg, s.roll_deg))
+    truth, reported = np.array(truth), np.array(reported)
+    assert len(truth) == 21
+    assert truth[:, 0].std() > 0.3 and truth[:, 1].std() > 0.2, "the body must pitch and roll in a hard drive"
+    assert np.abs(reported - truth).max() < 5 * std, np.abs(reported - truth).max()
+    assert np.corrcoef(truth[:, 0], reported[:, 0])[0, 1] > 0.8
+
+
 def test_gps_dropout_and_flight_info(drives):
     msgs = _read(drives / "ground.mcap")
     a, b = (T0 + int(v * NS) for v in DROPOUT)

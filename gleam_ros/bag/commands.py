@@ -53,6 +53,8 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     sensors = SensorSpec(gps_rate_hz=a.gps_rate, gps_noise_m=a.gps_noise, alt_noise_m=a.alt_noise,
                          dropout=parse_dropout(a.gps_dropout), dropout_mode=a.gps_dropout_mode,
                          compressed=a.compressed, jpeg_quality=a.jpeg_quality)
+    if a.hard and a.platform != "vehicle":
+        raise ConfigError("`gleam bag simulate --hard` is for --platform vehicle; a hard flight is `gleam simulate --hard`")
     if a.platform == "vehicle":
         path = _simulate_vehicle(a, sensors)
     else:
@@ -68,6 +70,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
 def _simulate_vehicle(a: argparse.Namespace, sensors) -> Path:
     """`gleam bag simulate --platform vehicle`: a drive on the --world's roads (see :mod:`.simulate_vehicle`)."""
     from ..core.camera import CameraIntrinsics
+    from ..core.sim.drive import DriveRealism
     from .simulate_vehicle import check_drive, simulate_vehicle_bag
 
     if a.world is None:
@@ -83,7 +86,7 @@ def _simulate_vehicle(a: argparse.Namespace, sensors) -> Path:
                                 odom_hz=a.odom_rate, modality=a.modality, intr=intr,
                                 season=a.world_season or "autumn", sensors=sensors, kidnap_at_s=a.kidnap_at,
                                 seed=a.seed, speed_mps=a.speed, storage=a.storage, overwrite=a.overwrite,
-                                progress=not a.quiet)
+                                progress=not a.quiet, realism=DriveRealism() if a.hard else None)
 
 
 def cmd_replay(a: argparse.Namespace) -> int:

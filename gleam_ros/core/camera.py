@@ -149,6 +149,16 @@ def body_to_enu(heading_deg: float, pitch_deg: float = 0.0, roll_deg: float = 0.
     return rz @ ry @ rx
 
 
+def body_quaternion(heading_deg: float, pitch_deg: float = 0.0, roll_deg: float = 0.0
+                    ) -> tuple[float, float, float, float]:
+    """The orientation of :func:`body_to_enu` as a quaternion (x, y, z, w): a REP-103 body (x forward, y left,
+    z up) in ENU, as ``nav_msgs/Odometry`` and ``sensor_msgs/Imu`` carry it."""
+    from scipy.spatial.transform import Rotation
+
+    x, y, z, w = Rotation.from_matrix(body_to_enu(heading_deg, pitch_deg, roll_deg)).as_quat()
+    return float(x), float(y), float(z), float(w)
+
+
 # Nadir camera mount: optical x (image right) = body -y (right), optical y (image down) =
 # body -x (backwards, so the image top looks forward), optical z = body -z (down).
 CAMERA_TO_BODY = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
