@@ -681,7 +681,9 @@ def _add_bench_run_parser(bench) -> None:
                    help="local-features baseline: verify every tile within this radius of the GPS-like prior (m)")
     p.add_argument("--prior-noise", type=float, default=5.0, help="GPS-like prior noise, std per axis (m, default 5)")
     p.add_argument("--finetuned", default=None, metavar="CHECKPOINT_DIR",
-                   help="fine-tuned encoder checkpoint for the retrieval-only row (not run without one)")
+                   help="fine-tuned encoder checkpoint for the retrieval-only row (not run without one); "
+                        "--vehicle: also the particle filter with this encoder's embedding term "
+                        "(retrieval_finetuned, particle_filter_finetuned)")
     p.add_argument("--seed", type=int, default=0, help="flight seed")
     _add_verify_features_arg(p)
     p.add_argument("--hard", action="store_true",

@@ -9,6 +9,14 @@ Every drive is run by two methods on the same frames:
 * ``retrieval_imagenet``: the ImageNet embedding of the frame searched over the whole index; every frame
   "fixes" at the top-1 tile centre (what retrieval alone gives, no filter).
 
+With a fine-tuned GLEAM-C checkpoint (``finetuned``, ``gleam bench run --vehicle --finetuned DIR``) the same
+frames also run (otherwise these rows say ``not run: no fine-tuned checkpoint``):
+
+* ``particle_filter_finetuned``: the same filter (same seed, odometry, roads) with its embedding term on,
+  against an index of the same imagery built with the fine-tuned encoder: ``embed_weight`` = the checkpoint's
+  own InfoNCE logit scale (:func:`finetuned_embed_weight`);
+* ``retrieval_finetuned``: as ``retrieval_imagenet`` with the fine-tuned encoder and its index.
+
 Scenarios per world and modality: ``gps_lost`` (GPS for the first ``gps_s`` seconds, then lost for
 ``lost_s``; the metrics count only the frames without GPS) and ``cold_start`` (no GPS at all; the filter
 searches the whole map). Metrics are :func:`~gleam_ros.core.evaluate.compute_metrics` plus the time to the
@@ -41,6 +49,12 @@ from .sim.drive import DriveRealism
 
 MODALITIES = ("ground", "panorama")
 SCENARIOS = ("gps_lost", "cold_start")
+#: Row methods, in table order (the ``*_finetuned`` ones need ``VehicleBenchConfig.finetuned``).
+METHODS = ("particle_filter", "particle_filter_finetuned", "retrieval_imagenet", "retrieval_finetuned")
+FINETUNED_METHODS = ("particle_filter_finetuned", "retrieval_finetuned")
+#: Inverse InfoNCE temperature used when a checkpoint's card records no learned one (the trainer's initial
+#: temperature 0.07, as CLIP / Sample4Geo: ``training.config`` ``loss.init_temperature``).
+DEFAULT_LOGIT_SCALE = 1.0 / 0.07
 
 
 @dataclass(frozen=True)
@@ -72,8 +86,16 @@ class VehicleBenchConfig:
     # `gleam index build --reference-std-m` stores); 0 = the imagery is taken as exact
     ref_std_m: float = 0.0
     realism: DriveRealism = field(default_factory=DriveRealism)  # hard: what the drives do
+    finetuned: str | None = None  # checkpoint dir of a fine-tuned encoder: adds the *_finetuned rows
+    # embed_weight of particle_filter_finetuned; None = the checkpoint's own logit scale (finetuned_embed_weight)
+    finetuned_embed_weight: float | None = None
 
     def __post_init__(self) -> None:
+        if self.finetuned is not None and not (isinstance(self.finetuned, (str, Path)) and str(self.finetuned)):
+            raise ConfigError(f"vehicle bench: --finetuned must be a checkpoint directory, got {self.finetuned!r}")
+        w = self.finetuned_embed_weight
+        if w is not None and not (isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w) and w > 0):
+            raise ConfigError(f"vehicle bench: finetuned_embed_weight must be a finite number > 0 or None, got {w!r}")
         if not isinstance(self.realism, DriveRealism):
             raise ConfigError(f"vehicle bench: realism must be a DriveRealism, got {type(self.realism).__name__}")
         for name in ("ref_shift_e_m", "ref_shift_n_m"):
@@ -92,6 +114,53 @@ class VehicleBenchConfig:
     def quick(**kw) -> VehicleBenchConfig:
         """One world, 30 s without GPS (CI-class machines)."""
         return VehicleBenchConfig(**{"world_seeds": (4242,), "lost_s": 30.0, **kw})
+
+
+@dataclass(frozen=True)
+class Finetuned:
+    """The fine-tuned encoder of one run: its backend, the particle filter's ``embed_weight`` and why."""
+
+    backend: object
+    checkpoint: str
+    embed_weight: float
+    embed_weight_source: str
+
+
+def finetuned_embed_weight(card) -> tuple[float, str]:
+    """The particle filter's ``embed_weight`` for a checkpoint, and where it comes from.
+
+    The filter weighs a particle by ``exp(w * cos(frame, satellite crop at the particle))``. A GLEAM-C encoder
+    was trained with InfoNCE, a softmax over ``logit_scale * cos`` of one query against candidate tiles: its own
+    calibrated likelihood of "this tile is the place". So ``w`` is the logit scale the training learned and
+    recorded on the card (``card.training["logit_scale"]``), the embedding's counterpart of the bird's-eye
+    correlation's ``exp(NCC / ncc_temperature)``; a card without one gets the trainer's initial
+    ``1 / 0.07`` (:data:`DEFAULT_LOGIT_SCALE`). Nothing here is tuned on the benchmark.
+    """
+    scale = (card.training or {}).get("logit_scale") if isinstance(card.training, dict) else None
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool) and np.isfinite(scale) and scale > 0:
+        return float(scale), "the checkpoint's learned InfoNCE logit scale (model.json training.logit_scale)"
+    return DEFAULT_LOGIT_SCALE, "no logit scale on the card: the trainer's initial 1/0.07"
+
+
+def load_finetuned(cfg: VehicleBenchConfig) -> Finetuned | None:
+    """Open ``cfg.finetuned`` (None without one). A missing or unreadable checkpoint raises :class:`ConfigError`
+    naming ``--finetuned`` and the path."""
+    from .encoder import load_backend
+    from .errors import ModelError
+
+    if cfg.finetuned is None:
+        return None
+    path = Path(cfg.finetuned)
+    if not path.exists():
+        raise ConfigError(f"vehicle bench: --finetuned {path}: no such checkpoint directory")
+    try:
+        backend = load_backend("torch", path)
+    except ModelError as exc:
+        raise ConfigError(f"vehicle bench: --finetuned {path}: not a usable checkpoint: {exc}") from None
+    w, why = finetuned_embed_weight(backend.card)
+    if cfg.finetuned_embed_weight is not None:
+        w, why = float(cfg.finetuned_embed_weight), "set in the bench config (finetuned_embed_weight)"
+    return Finetuned(backend, str(path), w, why)
 
 
 def _record(f, res, t_ms: float) -> FrameRecord:
@@ -120,10 +189,14 @@ def _retrieval_record(f, backend, index, modality: str) -> FrameRecord:
 
 
 def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, scenario: str, seed: int,
-              log=print, realism: DriveRealism | None = None, attitude: bool = True) -> dict:
+              log=print, realism: DriveRealism | None = None, attitude: bool = True,
+              ft: Finetuned | None = None, ft_index=None) -> dict:
     """Render one drive (with ``realism`` when given) and run the particle filter and retrieval on it;
     returns records and metrics. ``attitude=False`` strips the body attitude from the odometry (the filter then
-    projects every frame with the configured mounting pitch, as before the odometry carried it)."""
+    projects every frame with the configured mounting pitch, as before the odometry carried it). With ``ft``
+    (and ``ft_index``, the same imagery indexed with ``ft.backend``) the same frames also run the fine-tuned
+    rows (``particle_filter_finetuned`` with the embedding term, ``retrieval_finetuned``), frame by frame
+    interleaved with the others."""
     from .camera import CameraIntrinsics
     from .localizer import PositionPrior
     from .sim.drive import simulate_drive
@@ -137,52 +210,72 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
                                   pano_size=(cfg.pano_width, cfg.pano_height), progress=True, realism=realism)
     if not attitude:
         odom = [replace(o, pitch_deg=float("nan"), roll_deg=float("nan")) for o in odom]
+    if (ft is None) != (ft_index is None):
+        raise ConfigError("run_drive: ft and ft_index go together (the fine-tuned encoder and its index)")
+    roads = RoadLayer.from_world(world)
     vcfg = VehicleConfig(modality=modality, n_particles=cfg.n_particles, n_particles_global=cfg.n_particles_global)
-    loc = VehicleLocalizer(backend, index, vcfg, roads=RoadLayer.from_world(world), seed=seed)
-    pf, rt = [], []
+    filters = {"particle_filter": VehicleLocalizer(backend, index, vcfg, roads=roads, seed=seed)}
+    if ft is not None:  # the same filter and seed, plus the embedding term of the fine-tuned encoder
+        filters["particle_filter_finetuned"] = VehicleLocalizer(
+            ft.backend, ft_index, replace(vcfg, embed_weight=ft.embed_weight), roads=roads, seed=seed)
+    retrievals = {"retrieval_imagenet": (backend, index)}
+    if ft is not None:
+        retrievals["retrieval_finetuned"] = (ft.backend, ft_index)
+    recs: dict[str, list[FrameRecord]] = {m: [] for m in (*filters, *retrievals)}
     k = 0
     for f in frames:
         while k < len(odom) and odom[k].t <= f.t:
-            loc.on_odometry(odom[k])
+            for loc in filters.values():
+                loc.on_odometry(odom[k])
             k += 1
         prior = PositionPrior(f.lat, f.lon, 10.0) if f.t < gps_s else None
-        t0 = time.perf_counter()
-        res = loc.localize(f.image, f.t, intrinsics=intr if modality == "ground" else None, gps_prior=prior)
-        pf.append(_record(f, res, (time.perf_counter() - t0) * 1e3))
-        rt.append(_retrieval_record(f, backend, index, modality))
-    lost_pf = [r for r in pf if r.t >= gps_s]
-    lost_rt = [r for r in rt if r.t >= gps_s]
-    m_pf = compute_metrics(lost_pf)
-    first = next((r.t for r in lost_pf if r.trusted), None)
-    m_pf["time_to_first_fix_s"] = None if first is None else first - gps_s
-    m_pf["n_particles"] = cfg.n_particles
-    m_pf["n_particles_global"] = cfg.n_particles_global
-    m_pf["kidnaps_declared"] = loc.kidnaps
-    m_rt = compute_metrics(lost_rt)
-    log(f"  {'hard ' if realism else ''}{modality:9s} {scenario:10s} seed {seed}: PF within 10 m {m_pf['within_10m']:.2f}, false "
-        f"{m_pf['false_fix_rate']:.3f}, median {m_pf['median_error_m']}; retrieval within 10 m {m_rt['within_10m']:.2f}")
-    return {"pf": pf, "retrieval": rt, "metrics": {"particle_filter": m_pf, "retrieval_imagenet": m_rt},
-            "gps_s": gps_s}
+        for name, loc in filters.items():
+            t0 = time.perf_counter()
+            res = loc.localize(f.image, f.t, intrinsics=intr if modality == "ground" else None, gps_prior=prior)
+            recs[name].append(_record(f, res, (time.perf_counter() - t0) * 1e3))
+        for name, (b, ix) in retrievals.items():
+            recs[name].append(_retrieval_record(f, b, ix, modality))
+    metrics = {}
+    for name, rs in recs.items():
+        lost = [r for r in rs if r.t >= gps_s]
+        m = compute_metrics(lost)
+        if name in filters:
+            first = next((r.t for r in lost if r.trusted), None)
+            m["time_to_first_fix_s"] = None if first is None else first - gps_s
+            m["n_particles"] = cfg.n_particles
+            m["n_particles_global"] = cfg.n_particles_global
+            m["kidnaps_declared"] = filters[name].kidnaps
+            m["embed_weight"] = filters[name].cfg.embed_weight
+        metrics[name] = m
+    summary = "; ".join(f"{name} within 10 m {m['within_10m']:.2f}" + (
+        f", false {m['false_fix_rate']:.3f}, median {m['median_error_m']}" if name in filters else "")
+        for name, m in metrics.items())
+    log(f"  {'hard ' if realism else ''}{modality:9s} {scenario:10s} seed {seed}: {summary}")
+    return {"records": recs, "pf": recs["particle_filter"], "retrieval": recs["retrieval_imagenet"],
+            "metrics": metrics, "gps_s": gps_s}
 
 
 def _pooled(runs: list[dict], method: str, gps_key: str = "gps_s") -> dict:
-    recs = {"particle_filter": "pf", "retrieval_imagenet": "retrieval"}[method]
-    pooled = [r for run in runs for r in run[recs] if r.t >= run[gps_key]]
+    pooled = [r for run in runs for r in run["records"][method] if r.t >= run[gps_key]]
     m = compute_metrics(pooled)
     ttf = [run["metrics"][method].get("time_to_first_fix_s") for run in runs]
     m["time_to_first_fix_s"] = [None if v is None else round(v, 2) for v in ttf]
     m["drives"] = len(runs)
+    if "embed_weight" in runs[0]["metrics"][method]:
+        m["embed_weight"] = runs[0]["metrics"][method]["embed_weight"]
+    m["run"] = True
     return m
 
 
 def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "", log=print) -> dict:
     """Run the vehicle benchmark; writes ``vehicle_bench.json``, ``vehicle_bench.md`` and plots under ``out``."""
-    from .bench import machine_info
+    from .bench import NOT_RUN_FINETUNED, machine_info
     from .encoder import TorchBackend
     from .index import TileIndex
     from .sim.world import WorldConfig, make_world
     from .tiles import TileSpec, iter_tiles
 
+    ft = load_finetuned(cfg)  # first: a bad --finetuned fails before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -190,6 +283,10 @@ def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "
     backend = TorchBackend(threads=1)
     res: dict = {"command": command, "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                  "machine": machine_info(), "config": asdict(cfg), "encoder": backend.describe(), "rows": {}}
+    res["finetuned"] = ({"run": False, "note": NOT_RUN_FINETUNED} if ft is None else
+                        {"run": True, "checkpoint": ft.checkpoint, "encoder": ft.backend.describe(),
+                         "fingerprint": ft.backend.fingerprint, "embed_weight": ft.embed_weight,
+                         "embed_weight_source": ft.embed_weight_source})
     settings = [("easy", None)] + ([("hard", cfg.realism)] if cfg.hard else [])
     if cfg.hard:
         res["hard"] = {"ref_shift_e_m": cfg.ref_shift_e_m, "ref_shift_n_m": cfg.ref_shift_n_m,
@@ -204,28 +301,39 @@ def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "
         world = make_world(WorldConfig(seed=int(ws), size_m=cfg.world_size_m, gsd_m=cfg.world_gsd_m, season="summer"))
         for setting, realism in settings:
             ref = world.satellite_map() if realism is None else hard_reference(world, cfg, seed=int(ws))
-            index = TileIndex.build(iter_tiles(ref, spec), backend, progress=True,
-                                    map_info={"reference_std_m": 0.0 if realism is None else cfg.ref_std_m})
+            map_info = {"reference_std_m": 0.0 if realism is None else cfg.ref_std_m}
+            index = TileIndex.build(iter_tiles(ref, spec), backend, progress=True, map_info=map_info)
+            ft_index = None if ft is None else TileIndex.build(iter_tiles(ref, spec), ft.backend, progress=True,
+                                                                map_info=map_info)
             log(f"world {ws} ({setting}): {len(index)} tiles")
             for modality in MODALITIES:
                 for scenario in SCENARIOS:
                     run = run_drive(world, index, backend, cfg, modality, scenario, seed=int(ws) + cfg.seed, log=log,
-                                    realism=realism)
+                                    realism=realism, ft=ft, ft_index=ft_index)
                     runs.setdefault((setting, modality, scenario), []).append(run)
                     if ws == cfg.world_seeds[0] and scenario == "gps_lost":
                         sfx = "" if realism is None else "_hard"
-                        p = out / f"vehicle_{modality}{sfx}.png"
                         what = "" if realism is None else (
                             f"HARD (index off by {np.hypot(cfg.ref_shift_e_m, cfg.ref_shift_n_m):.1f} m): ")
-                        plot_flight(run["pf"], p, geomap=world.satellite_map(),
-                                    title=f"{what}{modality} camera, world {ws}, GPS lost after {cfg.gps_s:.0f} s "
-                                          f"(particle filter)",
-                                    spans=[(cfg.gps_s, cfg.gps_s + cfg.lost_s, "GPS lost")])
-                        plots[modality + sfx] = p.name
+                        for method, name, how in (
+                                ("particle_filter", "", "particle filter"),
+                                ("particle_filter_finetuned", "_finetuned",
+                                 f"particle filter + fine-tuned embedding, w {ft.embed_weight:.1f}" if ft else "")):
+                            if method not in run["records"]:
+                                continue
+                            p = out / f"vehicle_{modality}{sfx}{name}.png"
+                            plot_flight(run["records"][method], p, geomap=world.satellite_map(),
+                                        title=f"{what}{modality} camera, world {ws}, GPS lost after {cfg.gps_s:.0f} s "
+                                              f"({how})",
+                                        spans=[(cfg.gps_s, cfg.gps_s + cfg.lost_s, "GPS lost")])
+                            plots[modality + sfx + name] = p.name
     for (setting, modality, scenario), rs in runs.items():
         rows = res["rows"] if setting == "easy" else res["rows_hard"]
-        for method in ("particle_filter", "retrieval_imagenet"):
-            rows[f"{modality}/{scenario}/{method}"] = _pooled(rs, method)
+        for method in METHODS:
+            if method in rs[0]["records"]:
+                rows[f"{modality}/{scenario}/{method}"] = _pooled(rs, method)
+            else:
+                rows[f"{modality}/{scenario}/{method}"] = {"run": False, "note": NOT_RUN_FINETUNED}
     res["plots"] = plots
     res["wall_s"] = time.perf_counter() - t_start
     (out / "vehicle_bench.json").write_text(json.dumps(to_jsonable(res), indent=2))
@@ -257,6 +365,8 @@ def markdown_report(res: dict) -> str:
         f"({cfg['hfov_deg']:.0f} deg HFOV), panorama {cfg['pano_width']}x{cfg['pano_height']}. "
         f"Encoder: {res['encoder']} (retrieval rows; the filter uses BEV correlation, embed_weight 0).",
         "",
+        _finetuned_line(res.get("finetuned")),
+        "",
         f"`gps_lost`: GPS for {cfg['gps_s']:.0f} s, then {cfg['lost_s']:.0f} s without; only the GPS-less frames "
         "count. `cold_start`: no GPS at all. Particle counts: "
         f"{cfg['n_particles']} tracking / {cfg['n_particles_global']} searching.",
@@ -280,6 +390,17 @@ def markdown_report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finetuned_line(ft: dict | None) -> str:
+    """The report's sentence on the fine-tuned rows: the encoder, its embed_weight and why, or why not run."""
+    if not ft or not ft.get("run"):
+        return (f"Fine-tuned rows (`particle_filter_finetuned`, `retrieval_finetuned`): "
+                f"{(ft or {}).get('note', 'not run')} (`--finetuned CHECKPOINT_DIR`).")
+    return (f"Fine-tuned encoder: {ft['encoder']} (`{ft['checkpoint']}`, fingerprint {ft['fingerprint']}), with its "
+            f"own index of the same imagery. `particle_filter_finetuned`: the same filter, seed and frames with the "
+            f"embedding term on, embed_weight {ft['embed_weight']:.2f} ({ft['embed_weight_source']}); "
+            "`retrieval_finetuned`: its top-1 tile centre.")
+
+
 def _table(rows: dict, setting: str | None) -> list[str]:
     """Markdown table lines of one setting's rows (a leading ``setting`` column when given)."""
     def pct(v):
@@ -296,6 +417,10 @@ def _table(rows: dict, setting: str | None) -> list[str]:
     ]
     for key, r in rows.items():
         modality, scenario, method = key.split("/")
+        if r.get("run") is False:
+            lines.append((f"| {setting} " if setting else "") + f"| {modality} | {scenario} | {method} | "
+                         f"{r['note']} |" + "  |" * 7)
+            continue
         lines.append(
             (f"| {setting} " if setting else "") + f"| {modality} | {scenario} | {method} | {r['frames']} | "
             f"{pct(r.get('within_10m'))} | "
@@ -317,4 +442,6 @@ def config_from_args(a) -> VehicleBenchConfig:
         cfg = replace(cfg, hard=True)
     if getattr(a, "ref_std", None) is not None:
         cfg = replace(cfg, ref_std_m=float(a.ref_std))
+    if getattr(a, "finetuned", None):
+        cfg = replace(cfg, finetuned=str(a.finetuned))
     return cfg
