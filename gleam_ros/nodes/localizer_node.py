@@ -115,6 +115,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("imu_heading", False, "the imu orientation's yaw is referenced to true north (REP-145 ENU, magnetometer "
               "or GNSS heading fused): use it as the heading prior; with altitude, pitch and roll it centres the tile "
               "search of an oblique view where the camera looks"),
+    ParamSpec("view_search", True, "(configure) uav: centre the tile search where an oblique camera looks (needs "
+              "altitude, imu pitch / roll and a heading: imu_heading or the track); false = around the vehicle"),
+    ParamSpec("attitude_std_deg", 1.0, "(configure) uav: 1-sigma error of the imu (or gimbal) pitch / roll; widens "
+              "the oblique view's search", (0.0, 30.0)),
+    ParamSpec("heading_std_deg", 5.0, "(configure) uav: 1-sigma error of the heading prior (imu_heading); widens "
+              "the oblique view's search", (0.0, 180.0)),
     ParamSpec("gps_max_std_m", 15.0, "GPS with a horizontal std above this counts as lost, m", (0.1, 1000.0)),
     ParamSpec("gps_prior_radius_m", 150.0, "search radius around the GPS position (grows with the time since "
               "GPS was lost), m", (10.0, 100000.0)),
@@ -142,6 +148,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("camera_height_m", 1.6, "(configure) vehicle: camera height above the road, m", (0.3, 5.0)),
     ParamSpec("camera_pitch_deg", 0.0, "(configure) vehicle: camera mounting pitch, positive looks up, deg (the "
               "body pitch of the odometry orientation adds to it)", (-59.0, 59.0)),
+    ParamSpec("max_body_tilt_deg", 15.0, "(configure) vehicle: body pitch / roll of the odometry orientation above "
+              "this is implausible: the frame is projected with the mounting pitch alone (diagnostics: attitude), "
+              "deg", (1.0, 45.0)),
     ParamSpec("trust_spread_m", 4.0, "(configure) vehicle: a fix needs the posterior mode this tight (1 sigma), m",
               (0.5, 100.0)),
     ParamSpec("trust_min_frames", 3, "(configure) vehicle: frames the posterior must stay tight before a fix",
@@ -155,6 +164,27 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("road_layer_path", "", "(configure) vehicle: drivable roads, a GeoTIFF mask (non-zero = road) or a "
               "`gleam world` folder; empty = no road constraint"),
 )
+
+
+#: Node parameters that set the UAV / map localizer (:class:`gleam_ros.core.localizer.LocalizerConfig`).
+LOCALIZER_CONFIG_PARAMS = ("modality", "top_k", "n_rotations", "min_inliers", "verify_features", "view_search",
+                           "attitude_std_deg", "heading_std_deg")
+
+
+def localizer_config(get: Any) -> Any:
+    """The core :class:`~gleam_ros.core.localizer.LocalizerConfig` the node's parameters describe (``get``: a
+    parameter name -> its value); the core's defaults for everything the node does not expose. ConfigError
+    (a GleamError) for values the core refuses."""
+    from gleam_ros.core.localizer import LocalizerConfig
+
+    base = LocalizerConfig()
+    return dataclasses.replace(
+        base, modality=str(get("modality")), top_k=int(get("top_k")), n_rotations=int(get("n_rotations")),
+        view_search=bool(get("view_search")), attitude_std_deg=float(get("attitude_std_deg")),
+        heading_std_deg=float(get("heading_std_deg")),
+        verify=dataclasses.replace(base.verify, min_inliers=int(get("min_inliers")),
+                                   features=str(get("verify_features"))),
+    )
 
 
 def parameter_declarations() -> dict[str, tuple[Any, ParameterDescriptor]]:
@@ -294,17 +324,11 @@ class LocalizerNode(LifecycleNode):
         if not index_path:
             return self._fail("parameter index_path is empty: set it to a tile index directory (gleam index build)")
         try:
-            from gleam_ros.core.localizer import Localizer, LocalizerConfig
+            from gleam_ros.core.localizer import Localizer
 
-            base = LocalizerConfig()  # the core's defaults for everything the node does not expose
-            cfg = dataclasses.replace(
-                base, modality=str(self._p("modality")), top_k=int(self._p("top_k")),
-                n_rotations=int(self._p("n_rotations")),
-                verify=dataclasses.replace(base.verify, min_inliers=int(self._p("min_inliers")),
-                                           features=str(self._p("verify_features"))),
-            )
+            cfg = localizer_config(self._p)
         except GleamError as exc:
-            return self._fail(f"parameters modality/top_k/n_rotations/min_inliers/verify_features: {exc}")
+            return self._fail(f"parameters {'/'.join(LOCALIZER_CONFIG_PARAMS)}: {exc}")
         kind, model_path, device = str(self._p("backend")), str(self._p("model_path")), str(self._p("device"))
         try:
             from gleam_ros.core.encoder import load_backend

@@ -105,16 +105,24 @@ class OdometryBuffer:
 
 #: Node parameters that are :class:`gleam_ros.core.vehicle.VehicleConfig` fields of the same name.
 VEHICLE_CONFIG_PARAMS = ("n_particles", "n_particles_global", "camera_height_m", "camera_pitch_deg",
-                         "trust_spread_m", "trust_min_frames", "max_odom_gap_s")
+                         "max_body_tilt_deg", "trust_spread_m", "trust_min_frames", "max_odom_gap_s")
 VEHICLE_MODALITIES = ("ground", "panorama")
+
+
+def vehicle_config(modality: str, params: dict[str, Any]) -> Any:
+    """The core :class:`gleam_ros.core.vehicle.VehicleConfig` of the node's :data:`VEHICLE_CONFIG_PARAMS`
+    (ConfigError naming the field for values the core refuses)."""
+    from gleam_ros.core.vehicle import VehicleConfig
+
+    return VehicleConfig(modality=modality, **{k: params[k] for k in VEHICLE_CONFIG_PARAMS})
 
 
 def make_vehicle_localizer(backend: Any, index: Any, modality: str, params: dict[str, Any],
                            road_layer_path: str = "") -> Any:
     """The :class:`gleam_ros.core.vehicle.VehicleLocalizer` the node's parameters describe."""
-    from gleam_ros.core.vehicle import RoadLayer, VehicleConfig, VehicleLocalizer
+    from gleam_ros.core.vehicle import RoadLayer, VehicleLocalizer
 
-    cfg = VehicleConfig(modality=modality, **{k: params[k] for k in VEHICLE_CONFIG_PARAMS})
+    cfg = vehicle_config(modality, params)
     roads = RoadLayer.load(road_layer_path) if road_layer_path else None
     return VehicleLocalizer(backend, index, cfg, roads=roads)
 
