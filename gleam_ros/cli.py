@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="results folder (metrics.json, metrics.md, frames.jsonl, flight.png)")
     ev.add_argument("--map", default=None, help="map to draw under the trajectory plot")
     ev.add_argument("--no-alt-prior", action="store_true", help="do not give the barometric altitude prior")
+    ev.add_argument("--attitude-priors", action="store_true",
+                    help="also give each frame the autopilot's pitch / roll and heading (the truth plus the noise of "
+                         "core.flight.AttitudeNoise: 1 deg, 5 deg), as `gleam bench run --hard` does: an oblique "
+                         "view's tile search then centres where the camera looks")
     ev.add_argument("--compare-onnx", action="store_true",
                     help="also time embedding with ONNX Runtime vs torch on the same frames (ratio in metrics)")
     _add_backend_args(ev)
@@ -434,14 +438,21 @@ def cmd_world(a: argparse.Namespace) -> int:
 def cmd_eval(a: argparse.Namespace) -> int:
     """`gleam eval`: localize every frame of a flight folder; metrics JSON, markdown table, plot."""
     from .core.evaluate import compute_metrics, metrics_table, plot_flight, save_records
-    from .core.flight import load_flight, run_flight
+    from .core.errors import ConfigError
+    from .core.flight import AttitudeNoise, load_flight, run_flight
 
+    if a.attitude_priors and a.no_alt_prior:
+        raise ConfigError("--attitude-priors needs the altitude prior (it places the view centre): drop --no-alt-prior")
+    attitude = AttitudeNoise() if a.attitude_priors else None
     flight = load_flight(a.flight)
     loc = _localizer(a.index, a)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = list(run_flight(loc, flight, alt_prior=not a.no_alt_prior))
+    records = list(run_flight(loc, flight, alt_prior=not a.no_alt_prior, attitude=attitude))
     metrics = compute_metrics(records)
+    metrics["priors"] = ("none" if a.no_alt_prior else "altitude" if attitude is None else
+                         f"altitude, pitch / roll ({attitude.pitch_roll_std_deg:g} deg) and heading "
+                         f"({attitude.heading_std_deg:g} deg)")
     metrics["backend"] = a.backend
     metrics["index"] = str(a.index)
     if a.compare_onnx:

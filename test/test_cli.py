@@ -55,6 +55,26 @@ def test_eval_writes_metrics_table_and_plot(built, capsys):
     assert len((out / "frames.jsonl").read_text().splitlines()) == 6
 
 
+def test_eval_attitude_priors_reach_the_oblique_search(built, capsys):
+    """--attitude-priors: while tracking, the frames' tile search is centred on the view centre the attitude gives
+    (the per-frame search note says where); without it there is no note (the search stays around the vehicle); with
+    --no-alt-prior it is a clear error."""
+    notes = {}
+    for flag in ([], ["--attitude-priors"]):
+        out = built / f"eval_att{len(flag)}"
+        assert main(["eval", "--index", str(built / "index"), "--flight", str(built / "flight"), "--out", str(out),
+                     *flag]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert ("pitch / roll" in metrics["priors"]) == bool(flag), metrics["priors"]
+        notes[bool(flag)] = [json.loads(line)["search_note"] for line in (out / "frames.jsonl").read_text().splitlines()]
+    assert not any(notes[False]), notes[False]  # no attitude: the search stays around the vehicle, as before
+    assert any("view centre" in n for n in notes[True]), notes[True]
+    capsys.readouterr()
+    assert main(["eval", "--index", str(built / "index"), "--flight", str(built / "flight"), "--out",
+                 str(built / "eval_bad"), "--attitude-priors", "--no-alt-prior"]) == 2
+    assert "--attitude-priors needs the altitude prior" in _err(capsys)
+
+
 def _err(capsys) -> str:
     return capsys.readouterr().err
 

@@ -41,6 +41,7 @@ class FrameRecord:
     top_tile_lon: float = math.nan
     dropped: bool = False  # frame not processed (stale, bad input)
     note: str = ""
+    search_note: str = ""  # how the tile search region was placed (LocalizationResult.search_note)
 
 
 def _errors(records: list[FrameRecord], frame: LocalFrame) -> tuple[np.ndarray, np.ndarray]:

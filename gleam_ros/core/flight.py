@@ -281,6 +281,7 @@ def run_flight(localizer: Localizer, flight: Flight, alt_prior: bool = True, alt
             continue
         rec.timings_ms = {"decode": decode_ms, **res.timings_ms}
         rec.latency_ms = decode_ms + res.timings_ms["total"]
+        rec.search_note = res.search_note
         raw = [h for h in res.hypotheses if not h.filtered]
         if raw:  # retrieval's best tile, for retrieval metrics
             best = max(raw, key=lambda h: h.similarity)
