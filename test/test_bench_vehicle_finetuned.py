@@ -14,6 +14,7 @@ from gleam_ros.core import encoder as E
 from gleam_ros.core.bench import NOT_RUN_FINETUNED
 from gleam_ros.core.bench_vehicle import (
     DEFAULT_LOGIT_SCALE,
+    EmbedProbe,
     FINETUNED_METHODS,
     METHODS,
     VehicleBenchConfig,
@@ -23,6 +24,12 @@ from gleam_ros.core.bench_vehicle import (
     run_vehicle_bench,
 )
 from gleam_ros.core.errors import ConfigError
+from gleam_ros.core.geo import WGS84, LocalFrame, transform
+from gleam_ros.core.index import TileIndex
+from gleam_ros.core.sim.drive import DriveFrame
+from gleam_ros.core.sim.world import WorldConfig, make_world
+from gleam_ros.core.tiles import TileSpec, iter_tiles
+from gleam_ros.core.vehicle import RoadLayer
 
 LOGIT_SCALE = 11.5  # what the tiny card records as its learned InfoNCE logit scale
 
@@ -60,6 +67,11 @@ def test_finetuned_rows_run_next_to_imagenet_on_the_same_frames(tmp_path):
             assert "embed" not in r["particle_filter"]["stage_p50_ms"]
             assert r["particle_filter_finetuned"]["embed_weight"] == pytest.approx(LOGIT_SCALE)
             assert r["particle_filter"]["embed_weight"] == 0.0
+            # both retrieval rows carry the embedding evidence of their encoder on the same frames
+            for meth in ("retrieval_imagenet", "retrieval_finetuned"):
+                assert 0.0 <= r[meth]["recall_at_1"] <= r[meth]["recall_at_5"] <= 1.0
+                assert r[meth]["true_crop_frames"] > 0 and 0.0 <= r[meth]["true_crop_percentile_median"] <= 1.0
+                assert -2.0 <= r[meth]["true_crop_cos_margin_median"] <= 2.0
     ft = res["finetuned"]
     assert ft["run"] and ft["checkpoint"] == str(ckpt) and "tiny-vehicle-ft" in ft["encoder"]
     assert ft["embed_weight"] == pytest.approx(LOGIT_SCALE) and "logit scale" in ft["embed_weight_source"]
@@ -72,6 +84,9 @@ def test_finetuned_rows_run_next_to_imagenet_on_the_same_frames(tmp_path):
     assert "| ground | gps_lost | particle_filter_finetuned |" in md and "| panorama | cold_start | retrieval_finetuned |" in md
     assert "tiny-vehicle-ft" in md and res["encoder"] in md and "embed_weight 11.50" in md
     assert (tmp_path / "out" / "vehicle_ground_finetuned.png").exists()
+    ev = rows["ground/gps_lost/retrieval_finetuned"]
+    line = next(x for x in md.splitlines() if x.startswith("| easy | ground | gps_lost | finetuned |"))
+    assert f"{LOGIT_SCALE * ev['true_crop_cos_margin_median']:+.2f} |" in line  # the margin in nats at embed_weight
 
 
 def test_without_a_checkpoint_the_finetuned_rows_say_not_run():
@@ -115,3 +130,26 @@ def test_a_bad_checkpoint_path_is_a_config_error_naming_the_flag_and_path(tmp_pa
                  str(tmp_path / "cli")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gleam: error:") and "--finetuned" in err and str(missing) in err
+
+
+def test_embed_probe_scores_the_true_crop_and_the_tile_footprints(tmp_path):
+    world = make_world(WorldConfig(seed=4242, size_m=200.0, gsd_m=0.5, season="summer"))
+    b = E.load_backend("torch", _tiny_checkpoint(tmp_path / "ckpt"))
+    index = TileIndex.build(iter_tiles(world.satellite_map(), TileSpec(size_m=100.0, overlap=0.5, gsd_m=0.5)), b)
+    probe = EmbedProbe(b, index, RoadLayer.from_world(world), seed=0)
+    assert probe.null.shape == (64, b.dim)
+    # the frame's place is the centre of a corner tile; a query embedding equal to the crop there must beat
+    # every random road crop, by a positive cosine margin
+    lat, lon = (float(v) for v in index.centers_latlon[0])
+    frame = DriveFrame(t=0.0, image=None, pose=None, lat=lat, lon=lon, kidnapped=False)
+    e, n, _ = LocalFrame(lat, lon).to_enu(index.centers_latlon[:, 0], index.centers_latlon[:, 1])
+    here = int((e**2 + n**2).argmin())
+    far = int((e**2 + n**2).argmax())  # the opposite corner: its footprint (100 m) cannot hold the place
+    assert min(abs(e[far]), abs(n[far])) > 75.0
+    x, y = (float(v) for v in transform(lon, lat, WGS84, probe.mosaic.crs))
+    q = b.embed([probe.mosaic.crop(x, y, probe.side_m)], "satellite")[0]
+    hits = {h.tile_idx: h for h in index.search(q, k=len(index))[0]}
+    ev = probe.frame(frame, q, [hits[here], hits[far]])
+    assert ev["r1"] and ev["r5"] and ev["percentile"] == 1.0 and ev["margin"] > 0
+    assert not probe.frame(frame, q, [hits[far], hits[here]])["r1"] and probe.frame(frame, q, [hits[far], hits[here]])["r5"]
+    assert not probe.frame(frame, q, [hits[far]])["r5"]

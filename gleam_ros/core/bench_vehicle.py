@@ -174,29 +174,99 @@ def _record(f, res, t_ms: float) -> FrameRecord:
     return rec
 
 
-def _retrieval_record(f, backend, index, modality: str) -> FrameRecord:
+def _retrieval_record(f, backend, index, modality: str, probe: EmbedProbe | None = None
+                      ) -> tuple[FrameRecord, dict | None]:
+    """The retrieval-only record of frame ``f`` (top-1 tile centre) and, with ``probe``, its evidence
+    (:meth:`EmbedProbe.frame`, outside the timed embed + search)."""
     from .preprocess import GROUND_TILE_M
 
     t0 = time.perf_counter()
     q = backend.embed([f.image], modality)
-    hit = index.search(q, k=1)[0][0]
+    hits = index.search(q, k=EmbedProbe.K)[0]
     t_ms = (time.perf_counter() - t0) * 1e3
+    hit = hits[0]
     # a tile centre claims the tile: uniform over a tile the size of the camera-centred crop
     var = GROUND_TILE_M**2 / 12.0
-    return FrameRecord(t=f.t, gt_lat=f.lat, gt_lon=f.lon, gt_heading_deg=f.pose.heading_deg, trusted=True,
-                       est_lat=hit.center_lat, est_lon=hit.center_lon, cov_en=[[var, 0.0], [0.0, var]],
-                       latency_ms=t_ms, top_tile_lat=hit.center_lat, top_tile_lon=hit.center_lon)
+    rec = FrameRecord(t=f.t, gt_lat=f.lat, gt_lon=f.lon, gt_heading_deg=f.pose.heading_deg, trusted=True,
+                      est_lat=hit.center_lat, est_lon=hit.center_lon, cov_en=[[var, 0.0], [0.0, var]],
+                      latency_ms=t_ms, top_tile_lat=hit.center_lat, top_tile_lon=hit.center_lon)
+    return rec, (None if probe is None else probe.frame(f, q[0], hits))
+
+
+class EmbedProbe:
+    """What one encoder's embedding tells about a car's place, measured on the bench's frames (a diagnostic of
+    the retrieval rows, not a method).
+
+    * ``r1`` / ``r5``: the top-1 / any of the top-5 tiles of the index contains the true position (tile
+      footprint, as the UAV bench's recall);
+    * ``percentile`` / ``margin``: the evidence the particle filter's embedding term gets. The cosine between
+      the frame and the 50 m north-up crop at the true position (:data:`~.preprocess.GROUND_TILE_M`, the crop
+      ``VehicleLocalizer`` embeds per particle cell) against crops at ``n_null`` random road points of the same
+      imagery: the share of random crops the true one beats (0.5 = chance, 1 = best) and its cosine margin over
+      the median random crop (times ``embed_weight``: the log-likelihood advantage of the true place, nats).
+    """
+
+    K = 5
+
+    def __init__(self, backend, index, roads, seed: int, n_null: int = 64) -> None:
+        from .bench import _Footprints
+        from .preprocess import GROUND_TILE_M
+        from .vehicle import SatelliteMosaic, VehicleConfig
+
+        self.backend, self.side_m = backend, GROUND_TILE_M
+        self.fp = _Footprints(index)
+        self.mosaic = m = SatelliteMosaic(index, VehicleConfig().bev_res_m, None, 0.0)  # all tiles, the filter's res
+        rng = np.random.default_rng(seed)
+        h, w = m.valid.shape
+        crops: list[np.ndarray] = []
+        for _ in range(100):
+            x = m.x0 + rng.uniform(0, w * m.gsd, 256)
+            y = m.y0 - rng.uniform(0, h * m.gsd, 256)
+            on = roads.lookup(x, y, m.crs)
+            crops += [c for c in (m.crop(a, b, self.side_m) for a, b in zip(x[on], y[on])) if c is not None]
+            if len(crops) >= n_null:
+                break
+        self.null = backend.embed(crops[:n_null], "satellite", batch_size=32) if len(crops) >= 10 else None
+
+    def frame(self, f, q: np.ndarray, hits) -> dict:
+        """The evidence of frame ``f`` (query embedding ``q``, its retrieval ``hits``)."""
+        from . import geo
+
+        inside = [self.fp.contains(h.tile_idx, f.lat, f.lon) for h in hits[: self.K]]
+        out = {"t": f.t, "r1": bool(inside[:1] and inside[0]), "r5": bool(any(inside)),
+               "percentile": float("nan"), "margin": float("nan")}
+        x, y = geo.transform(f.lon, f.lat, geo.WGS84, self.mosaic.crs)
+        crop = self.mosaic.crop(float(x), float(y), self.side_m)
+        if crop is not None and self.null is not None:
+            cos_t = float(self.backend.embed([crop], "satellite")[0] @ q)
+            cos_n = self.null @ q
+            out.update(percentile=float(np.mean(cos_n < cos_t)), margin=cos_t - float(np.median(cos_n)))
+        return out
+
+
+def _probe_summary(per_frame: list[dict]) -> dict:
+    """Row keys of the :class:`EmbedProbe` evidence over frames (medians of the crop evidence)."""
+    if not per_frame:
+        return {}
+    pct = [p["percentile"] for p in per_frame if np.isfinite(p["percentile"])]
+    mar = [p["margin"] for p in per_frame if np.isfinite(p["margin"])]
+    return {"recall_at_1": float(np.mean([p["r1"] for p in per_frame])),
+            "recall_at_5": float(np.mean([p["r5"] for p in per_frame])),
+            "true_crop_percentile_median": float(np.median(pct)) if pct else None,
+            "true_crop_cos_margin_median": float(np.median(mar)) if mar else None,
+            "true_crop_frames": len(pct)}
 
 
 def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, scenario: str, seed: int,
               log=print, realism: DriveRealism | None = None, attitude: bool = True,
-              ft: Finetuned | None = None, ft_index=None) -> dict:
+              ft: Finetuned | None = None, ft_index=None, probes: dict | None = None) -> dict:
     """Render one drive (with ``realism`` when given) and run the particle filter and retrieval on it;
     returns records and metrics. ``attitude=False`` strips the body attitude from the odometry (the filter then
     projects every frame with the configured mounting pitch, as before the odometry carried it). With ``ft``
     (and ``ft_index``, the same imagery indexed with ``ft.backend``) the same frames also run the fine-tuned
     rows (``particle_filter_finetuned`` with the embedding term, ``retrieval_finetuned``), frame by frame
-    interleaved with the others."""
+    interleaved with the others. ``probes`` (retrieval method -> :class:`EmbedProbe` of its encoder and index)
+    adds each retrieval row's embedding evidence."""
     from .camera import CameraIntrinsics
     from .localizer import PositionPrior
     from .sim.drive import simulate_drive
@@ -222,6 +292,8 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
     if ft is not None:
         retrievals["retrieval_finetuned"] = (ft.backend, ft_index)
     recs: dict[str, list[FrameRecord]] = {m: [] for m in (*filters, *retrievals)}
+    probes = probes or {}
+    evidence: dict[str, list[dict]] = {m: [] for m in retrievals if m in probes}
     k = 0
     for f in frames:
         while k < len(odom) and odom[k].t <= f.t:
@@ -234,7 +306,10 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
             res = loc.localize(f.image, f.t, intrinsics=intr if modality == "ground" else None, gps_prior=prior)
             recs[name].append(_record(f, res, (time.perf_counter() - t0) * 1e3))
         for name, (b, ix) in retrievals.items():
-            recs[name].append(_retrieval_record(f, b, ix, modality))
+            rec, ev = _retrieval_record(f, b, ix, modality, probes.get(name))
+            recs[name].append(rec)
+            if ev is not None:
+                evidence[name].append(ev)
     metrics = {}
     for name, rs in recs.items():
         lost = [r for r in rs if r.t >= gps_s]
@@ -246,13 +321,14 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
             m["n_particles_global"] = cfg.n_particles_global
             m["kidnaps_declared"] = filters[name].kidnaps
             m["embed_weight"] = filters[name].cfg.embed_weight
+        m.update(_probe_summary([e for e in evidence.get(name, []) if e["t"] >= gps_s]))
         metrics[name] = m
     summary = "; ".join(f"{name} within 10 m {m['within_10m']:.2f}" + (
         f", false {m['false_fix_rate']:.3f}, median {m['median_error_m']}" if name in filters else "")
         for name, m in metrics.items())
     log(f"  {'hard ' if realism else ''}{modality:9s} {scenario:10s} seed {seed}: {summary}")
     return {"records": recs, "pf": recs["particle_filter"], "retrieval": recs["retrieval_imagenet"],
-            "metrics": metrics, "gps_s": gps_s}
+            "evidence": evidence, "metrics": metrics, "gps_s": gps_s}
 
 
 def _pooled(runs: list[dict], method: str, gps_key: str = "gps_s") -> dict:
@@ -263,6 +339,7 @@ def _pooled(runs: list[dict], method: str, gps_key: str = "gps_s") -> dict:
     m["drives"] = len(runs)
     if "embed_weight" in runs[0]["metrics"][method]:
         m["embed_weight"] = runs[0]["metrics"][method]["embed_weight"]
+    m.update(_probe_summary([e for run in runs for e in run["evidence"].get(method, []) if e["t"] >= run[gps_key]]))
     m["run"] = True
     return m
 
@@ -274,6 +351,7 @@ def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "
     from .index import TileIndex
     from .sim.world import WorldConfig, make_world
     from .tiles import TileSpec, iter_tiles
+    from .vehicle import RoadLayer
 
     ft = load_finetuned(cfg)  # first: a bad --finetuned fails before any work
     out = Path(out)
@@ -306,10 +384,14 @@ def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "
             ft_index = None if ft is None else TileIndex.build(iter_tiles(ref, spec), ft.backend, progress=True,
                                                                 map_info=map_info)
             log(f"world {ws} ({setting}): {len(index)} tiles")
+            roads = RoadLayer.from_world(world)
+            probes = {"retrieval_imagenet": EmbedProbe(backend, index, roads, seed=int(ws))}
+            if ft is not None:  # the same random road crops for both encoders
+                probes["retrieval_finetuned"] = EmbedProbe(ft.backend, ft_index, roads, seed=int(ws))
             for modality in MODALITIES:
                 for scenario in SCENARIOS:
                     run = run_drive(world, index, backend, cfg, modality, scenario, seed=int(ws) + cfg.seed, log=log,
-                                    realism=realism, ft=ft, ft_index=ft_index)
+                                    realism=realism, ft=ft, ft_index=ft_index, probes=probes)
                     runs.setdefault((setting, modality, scenario), []).append(run)
                     if ws == cfg.world_seeds[0] and scenario == "gps_lost":
                         sfx = "" if realism is None else "_hard"
@@ -387,7 +469,32 @@ def markdown_report(res: dict) -> str:
     tables = [("easy", res["rows"])] + ([("hard", res["rows_hard"])] if "rows_hard" in res else [])
     for setting, rows in tables:
         lines += _table(rows, setting if len(tables) > 1 else None)
+    lines += _evidence_table(tables, (res.get("finetuned") or {}).get("embed_weight"))
     return "\n".join(lines) + "\n"
+
+
+def _evidence_table(tables: list[tuple[str, dict]], embed_weight: float | None) -> list[str]:
+    """Markdown lines of the retrieval rows' embedding evidence (:class:`EmbedProbe`), when the run has it."""
+    out = []
+    for setting, rows in tables:
+        for key, r in rows.items():
+            if "recall_at_1" not in r:
+                continue
+            modality, scenario, method = key.split("/")
+            pct, mar = r.get("true_crop_percentile_median"), r.get("true_crop_cos_margin_median")
+            nats = "-" if mar is None or method != "retrieval_finetuned" or not embed_weight else f"{embed_weight * mar:+.2f}"
+            out.append(f"| {setting} | {modality} | {scenario} | {method.replace('retrieval_', '')} | "
+                       f"{100 * r['recall_at_1']:.1f} % | {100 * r['recall_at_5']:.1f} % | "
+                       f"{'-' if pct is None else f'{pct:.2f}'} | {'-' if mar is None else f'{mar:+.3f}'} | {nats} |")
+    if not out:
+        return []
+    return ["Embedding evidence on the same GPS-less frames (`EmbedProbe`): R@k = the top-k tiles of the index contain "
+            "the true position; then the cosine of the frame to the 50 m north-up crop at the true position against "
+            "crops at 64 random road points of the same imagery (the crops the filter's embedding term compares): the "
+            "share of random crops it beats (median over frames; 0.5 = chance) and its margin over the median random "
+            "crop, and that margin times the filter's embed_weight (log-likelihood advantage of the true place, nats).",
+            "", "| setting | camera | scenario | encoder | R@1 | R@5 | true crop beats (share) | cos margin | x embed_weight |",
+            "|---|---|---|---|---|---|---|---|---|", *out, ""]
 
 
 def _finetuned_line(ft: dict | None) -> str:
