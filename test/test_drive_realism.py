@@ -91,6 +91,27 @@ def test_odometry_reports_the_body_attitude_with_the_imu_error(world):
         OdomNoise(attitude_tau_s=0.0)
 
 
+def test_hills_add_the_grade_and_camber_to_the_imu_attitude_not_to_the_view(world):
+    """On a graded, cambered road the odometry's pitch / roll (an IMU, against gravity) is the body's on the road plus
+    the grade and the camber; the frames (the camera's view of the road) and the route are those of the flat drive.
+    The grade varies along the drive with about the stated size."""
+    from gleam_ros.core.sim.drive import OdomNoise
+
+    exact = OdomNoise(attitude_std_deg=0.0)
+    flat_spec = _only(pitch_std_deg=1.2, roll_std_deg=0.7)
+    hill_spec = _only(pitch_std_deg=1.2, roll_std_deg=0.7, grade_std_deg=3.0, grade_length_m=40.0, camber_deg=1.2)
+    flat, odom_f = simulate_drive(world, duration_s=60.0, fps=0.5, intr=INTR, rng=5, realism=flat_spec, odom_noise=exact)
+    hill, odom_h = simulate_drive(world, duration_s=60.0, fps=0.5, intr=INTR, rng=5, realism=hill_spec, odom_noise=exact)
+    for a, b in zip(flat, hill):
+        assert a.pose == b.pose and np.array_equal(a.image, b.image)
+    grade = np.array([h.pitch_deg - f.pitch_deg for f, h in zip(odom_f, odom_h)])
+    camber = np.array([h.roll_deg - f.roll_deg for f, h in zip(odom_f, odom_h)])
+    assert np.allclose(camber, 1.2)
+    assert 1.0 < grade.std() < 6.0 and np.abs(grade).max() > 2.0, (grade.std(), np.abs(grade).max())
+    with pytest.raises(ConfigError, match="grade_length_m"):
+        DriveRealism(grade_length_m=0.0)
+
+
 def test_sensor_effects_and_occluders_change_the_image(world, easy):
     frames, _ = easy
     sens, _ = simulate_drive(world, duration_s=2.0, fps=1.0, intr=INTR, rng=5, realism=_only(sensor=1.0))

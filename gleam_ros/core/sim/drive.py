@@ -73,7 +73,11 @@ class DriveRealism:
     ``height_offset_m`` higher and ``pitch_offset_deg`` more up-looking than the nominal 1.6 m / 0 deg a
     localizer is configured with. ``sensor``: strength of :func:`.realism.random_sensor` per frame (0 = clean).
     ``occluders``: mean number of dark boxes (other vehicles) pasted on the lower image half per frame.
-    :meth:`none` is a spec that changes nothing; the default is the hard benchmark's.
+    Hills: the road climbs and falls with a grade of 1-sigma ``grade_std_deg`` (Ornstein-Uhlenbeck over the distance
+    driven, correlation length ``grade_length_m``) and the lane slopes ``camber_deg`` to the right (drainage). The
+    camera sees the road as before (the body sits on it, and the renderer's ground is locally a plane), but an IMU
+    measures the attitude against gravity: the odometry's pitch includes the grade and its roll the camber. Off by
+    default (a flat world). :meth:`none` is a spec that changes nothing; the default is the hard benchmark's.
     """
 
     pitch_std_deg: float = 1.2
@@ -84,16 +88,21 @@ class DriveRealism:
     pitch_offset_deg: float = -1.0
     sensor: float = 1.0
     occluders: float = 0.7
+    grade_std_deg: float = 0.0
+    grade_length_m: float = 150.0
+    camber_deg: float = 0.0
 
     def __post_init__(self) -> None:
         from .realism import _finite
 
         for name, lo, hi in (("pitch_std_deg", 0.0, 10.0), ("roll_std_deg", 0.0, 10.0), ("body_tau_s", 0.0, 600.0),
                              ("brake_pitch_deg_per_mps2", -3.0, 3.0), ("height_offset_m", -0.4, 1.0),
-                             ("pitch_offset_deg", -10.0, 10.0), ("sensor", 0.0, 3.0), ("occluders", 0.0, 5.0)):
+                             ("pitch_offset_deg", -10.0, 10.0), ("sensor", 0.0, 3.0), ("occluders", 0.0, 5.0),
+                             ("grade_std_deg", 0.0, 10.0), ("grade_length_m", 0.0, 10000.0), ("camber_deg", -5.0, 5.0)):
             _finite(f"DriveRealism.{name}", getattr(self, name), lo, hi)
-        if self.body_tau_s <= 0:
-            raise ConfigError(f"DriveRealism.body_tau_s must be > 0 seconds, got {self.body_tau_s}")
+        for name, unit in (("body_tau_s", "seconds"), ("grade_length_m", "metres")):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"DriveRealism.{name} must be > 0 {unit}, got {getattr(self, name)}")
 
     @staticmethod
     def none() -> DriveRealism:
@@ -115,12 +124,22 @@ def _body_attitude(t: np.ndarray, v: np.ndarray, real: DriveRealism, rng: np.ran
     return np.clip(pitch, -MAX_TILT_DEG, MAX_TILT_DEG), np.clip(roll, -MAX_TILT_DEG, MAX_TILT_DEG)
 
 
-def _ou(z: np.ndarray, a: float) -> np.ndarray:
-    """Unit-variance Ornstein-Uhlenbeck series along the last axis of white normal draws ``z`` (step factor ``a``)."""
+def _road_grade(t: np.ndarray, v: np.ndarray, real: DriveRealism, rng: np.random.Generator) -> np.ndarray:
+    """The road's grade (degrees, positive uphill along the direction of travel) at the ticks ``t`` of a drive with
+    speeds ``v``: Ornstein-Uhlenbeck over the distance driven (see DriveRealism)."""
+    n = len(t)
+    step = np.abs(v) * np.diff(t, prepend=t[0])  # metres driven since the previous tick
+    return real.grade_std_deg * _ou(rng.normal(0.0, 1.0, n), np.exp(-step / real.grade_length_m))
+
+
+def _ou(z: np.ndarray, a) -> np.ndarray:
+    """Unit-variance Ornstein-Uhlenbeck series along the last axis of white normal draws ``z`` (step factor ``a``: one
+    number, or one per step along that axis)."""
+    a = np.broadcast_to(np.asarray(a, float), z.shape[-1:])
     ou = np.zeros_like(z)
     ou[..., 0] = z[..., 0]
     for i in range(1, z.shape[-1]):
-        ou[..., i] = a * ou[..., i - 1] + math.sqrt(1.0 - a * a) * z[..., i]
+        ou[..., i] = a[i] * ou[..., i - 1] + math.sqrt(1.0 - a[i] * a[i]) * z[..., i]
     return ou
 
 
@@ -506,8 +525,11 @@ def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: 
         rrng = np.random.default_rng(int(rng.integers(1 << 31)))  # drawn last: the drive itself is unchanged
         pitch, roll = _body_attitude(st["t"], st["v"], realism, rrng)
         height = GroundPose(0.0, 0.0, 0.0).height_m + realism.height_offset_m
-        # the odometry reports the body's attitude (IMU), not the camera's mounting offset
-        odom = _with_attitude(odom, pitch - realism.pitch_offset_deg, roll, noise,
+        # the odometry reports the body's attitude against gravity (IMU), not the camera's mounting offset: on a hill
+        # the grade and the camber add to what the body does on the road (drawn from a child stream of rrng only when
+        # asked for, so the flat drives are unchanged)
+        grade = _road_grade(st["t"], st["v"], realism, rrng.spawn(1)[0]) if realism.grade_std_deg > 0 else 0.0
+        odom = _with_attitude(odom, pitch - realism.pitch_offset_deg + grade, roll + realism.camber_deg, noise,
                               np.random.default_rng(int(rng.integers(1 << 31))))
     n_frames = int(math.floor(float(duration_s) * fps + 1e-9)) + 1
     kid = int(st["kidnap_step"])
