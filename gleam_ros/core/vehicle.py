@@ -22,12 +22,19 @@ over the drive:
   every frame), the odometry is healthy and the estimate lies on the map. A track started from GPS is locked
   after a few strong frames; a place found by searching the whole map only after ``relock_frames_global``
   strong frames over ``relock_distance_m`` of driving (the best of thousands of places fits a few frames by
-  chance). The fix covariance is the mode's particle spread. While the posterior is multimodal the modes are
-  ranked hypotheses and there is no fix;
-* **kidnap**: one very poor frame makes a locked track suspect (no fix until it is confirmed again); evidence
-  no better than random places, or odometry that drives the track off the roads, for several frames while the
-  car moves means the car was teleported (or the map disagrees): half the particles are re-spread over the map
-  and there is no fix until the filter converges and confirms again.
+  chance). While searching, a share of the particles is re-drawn every frame over the whole map and a smaller
+  share along the road through the search's modes (``local_inject_fraction``, ``local_search_m``): on a straight
+  road the bird's-eye correlation pins the position along the road weakly, and a search that settled a few metres
+  along the road from the car would otherwise stay there. The fix covariance is the mode's particle spread.
+  While the posterior is multimodal the modes are ranked hypotheses and there is no fix;
+* **kidnap**: one very poor frame makes a locked track suspect (no fix until it is confirmed again). Weak or
+  absent evidence (too little or untextured ground, a forest edge, a turn on the spot) is not evidence for being
+  elsewhere: the filter coasts on odometry, its spread grows, and it withholds fixes. A kidnap (the car was
+  teleported, or the map disagrees) is declared only on evidence against the track: frames that fit it no better
+  than random places, or odometry that drives it off the roads, over ``kidnap_distance_m`` of driving with no
+  strong frame between. Half the particles are then re-spread over the map; when the search converges on the
+  track held before (propagated by odometry alone, within its spread) it is the same hypothesis and is trusted
+  after the short confirmation, a new place only after the long one.
 
 Satellite imagery comes from the :class:`~.index.TileIndex` the UAV localizer uses: its stored tile images
 are pasted into a gray mosaic (in the tiles' CRS, at the BEV resolution) around the area of interest.
@@ -79,6 +86,7 @@ VEHICLE_MODALITIES = ("ground", "panorama")
 
 _NULL_CLOUD = 16  # poses per null sample (see VehicleLocalizer._evidence_z)
 _MOVED_M = 1.0  # driven since the previous frame for the frame to count towards "lost"
+_MIN_TEXTURE = 0.5 / 255.0  # RMS of the (high-passed) BEV below half a grey level of an 8-bit image: no texture
 
 
 @dataclass(frozen=True)
@@ -127,13 +135,27 @@ class VehicleConfig:
     # runs off the road or the imagery).
     relock_frames_global: int = 20
     relock_distance_m: float = 60.0
-    kidnap_z: float = 2.0  # below this (EMA) for kidnap_frames frames while locked -> kidnapped
+    # A locked track is given up (kidnap) only on evidence against it: kidnap_frames frames whose fit is no better
+    # than at random road places (z < kidnap_z) or whose odometry drove the track off the roads, while driving, with
+    # no strong frame (z >= trust_z_frame) between them, spanning at least kidnap_distance_m of driving (about two
+    # disjoint views of the ground: the bird's-eye view reaches bev_max_m ahead). Frames without evidence (too
+    # little or untextured ground, standing still) neither count nor clear it. A converged mode not yet locked is
+    # dropped sooner: mean z (EMA) below kidnap_z for kidnap_frames frames while driving.
+    kidnap_z: float = 2.0
     kidnap_frames: int = 5
+    kidnap_distance_m: float = 30.0
     kidnap_z_frame: float = 1.0  # one frame this poor makes a locked track suspect (no fix until re-confirmed)
     z_ema: float = 0.3  # smoothing of the z-score (weight of the new frame)
     null_samples: int = 40  # random road poses (each with a small cloud) that the mode's fit is compared with
     global_temperature_factor: float = 2.0  # flatter appearance likelihood while searching the whole map
     inject_fraction: float = 0.1  # share of particles re-drawn at random road poses per frame while searching
+    # Besides those, this share of particles is re-drawn per frame along the road through the converged modes of the
+    # search (within local_search_m either way, both headings): on a straight road the bird's-eye correlation pins
+    # the position across the road far better than along it (dashed markings repeat), so the search can settle on a
+    # place a few metres along the road from the car (an along-road alias), where neither the particles resampled
+    # from it nor the ones drawn over the whole map reach the car.
+    local_inject_fraction: float = 0.05
+    local_search_m: float = 32.0  # about two bird's-eye views (bev_max_m) along the road either way
     max_bev_cells: int = 800  # BEV cells compared per particle while tracking (a random subset; speed)
     global_bev_cells: int = 400  # the same while searching the whole map
     ambiguity_margin: float = 0.03  # a mode whose best running NCC is within this of the top's is a rival
@@ -160,13 +182,16 @@ class VehicleConfig:
             lo_zero = f.name in ("embed_weight", "road_tolerance_m", "odom_scale_std", "gyro_bias_std",
                                  "pos_diffusion_m", "heading_diffusion_deg", "camera_pitch_deg", "trust_z", "bev_highpass_m",
                                  "trust_z_frame", "kidnap_z_frame", "ambiguity_margin", "mode_floor", "relock_distance_m",
-                                 "kidnap_z", "road_off_weight", "inject_fraction")
+                                 "kidnap_distance_m",
+                                 "kidnap_z", "road_off_weight", "inject_fraction", "local_inject_fraction",
+                                 "local_search_m")
             if f.name == "camera_pitch_deg":
                 if abs(v) >= 60:
                     raise ConfigError(f"VehicleConfig.camera_pitch_deg must be within (-60, 60), got {v!r}")
             elif (v < 0) if lo_zero else (v <= 0):
                 raise ConfigError(f"VehicleConfig.{f.name} must be {'>= 0' if lo_zero else '> 0'}, got {v!r}")
-        for name in ("road_off_weight", "trust_mode_weight", "z_ema", "inject_fraction", "mode_floor"):
+        for name in ("road_off_weight", "trust_mode_weight", "z_ema", "inject_fraction", "mode_floor",
+                     "local_inject_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"VehicleConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
         if self.max_body_tilt_deg > 45:
@@ -362,7 +387,8 @@ class BirdsEye:
 
     fwd: np.ndarray
     right: np.ndarray
-    values: np.ndarray  # zero-mean, unit-norm over the valid cells
+    values: np.ndarray  # zero-mean, unit-norm over the valid cells (all 0 when untextured)
+    textured: bool = True  # False: the ground shows no texture (uniform colour), the frame carries no evidence
 
     @property
     def n(self) -> int:
@@ -376,7 +402,8 @@ class BirdsEye:
         idx = np.sort(rng.choice(self.n, k, replace=False))
         v = self.values[idx] - self.values[idx].mean()
         nrm = float(np.linalg.norm(v))
-        return BirdsEye(self.fwd[idx], self.right[idx], (v / nrm if nrm > 1e-9 else v).astype(np.float32))
+        return BirdsEye(self.fwd[idx], self.right[idx], (v / nrm if nrm > 1e-9 else v).astype(np.float32),
+                        self.textured)
 
 
 def _ground_grid(cfg: VehicleConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -413,7 +440,8 @@ def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | No
     car's forward axis at that tilt (:func:`~.camera.forward_camera_to_enu`). Panorama: equirectangular in the
     tilted camera's frame, the centre column looks forward, columns increase clockwise (to the right), the top
     row is the camera's zenith. Each cell takes the image's gray value (bilinear, with the image first blurred
-    to about the cell's footprint).
+    to about the cell's footprint). A view whose RMS is below half a grey level (a uniform frame: a covered lens,
+    a blank wall) is marked untextured: it carries no appearance evidence.
     """
     rgb = check_image(image, "frame")
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
@@ -452,8 +480,9 @@ def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | No
     f, s = f[inside], s[inside]
     vals = vals - vals.mean() if len(vals) else vals
     norm = float(np.linalg.norm(vals))
-    vals = vals / norm if norm > 1e-6 else np.zeros_like(vals)
-    return BirdsEye(f, s, vals.astype(np.float32))
+    textured = len(vals) > 0 and norm / math.sqrt(len(vals)) >= _MIN_TEXTURE
+    vals = vals / norm if textured else np.zeros_like(vals)
+    return BirdsEye(f, s, vals.astype(np.float32), textured)
 
 
 def bev_ncc(bev: BirdsEye, mosaic: SatelliteMosaic, x: np.ndarray, y: np.ndarray, heading_deg: np.ndarray,
@@ -539,6 +568,7 @@ class VehicleLocalizer:
         self._mosaic: SatelliteMosaic | None = None
         self._embed_cache: dict[tuple[int, int], np.ndarray | None] = {}
         self.kidnaps = 0
+        self.refound_tracks = 0  # map searches after a kidnap that re-found the track held before it
         self.rejected_odometry = 0
         self.attitude_fallbacks = 0  # frames projected with the configured mounting pitch alone (no usable attitude)
         self.reset()
@@ -580,6 +610,8 @@ class VehicleLocalizer:
             "rejected_odometry": self.rejected_odometry,
             "last_reason": self.last_reason,
             "kidnaps": self.kidnaps,
+            "refound_tracks": self.refound_tracks,
+            "kidnap_evidence_frames": self._low_z,
             # the last frame's bird's-eye view: camera pitch = mounting + body pitch (from odometry)
             "body_pitch_deg": self._attitude[0],
             "body_roll_deg": self._attitude[1],
@@ -676,13 +708,21 @@ class VehicleLocalizer:
         if self._t is None or t <= self._t:
             return ""
         segs, problem = self._segments(self._t, t)
+        self._odo_dist += sum(abs(v) * dt for dt, v, *_ in segs)
+        self.p = self._move(self.p, segs)
+        if self._shadow is not None:
+            self._shadow = self._move(self._shadow, segs)
+        self._t = t
+        return problem
+
+    def _move(self, p: np.ndarray, segs) -> np.ndarray:
+        """Poses ``p`` (N, 3) moved through the odometry pieces ``segs`` with the motion noise (a new array)."""
         cfg = self.cfg
-        n = len(self.p)
+        n = len(p)
         scale = 1.0 + self.rng.normal(0, cfg.odom_scale_std, n)
         bias = self.rng.normal(0, cfg.gyro_bias_std, n)
-        x, y, h = self.p[:, 0], self.p[:, 1], np.radians(self.p[:, 2])
+        x, y, h = p[:, 0], p[:, 1], np.radians(p[:, 2])
         for dt, v, w, vs, ws in segs:
-            self._odo_dist += abs(v) * dt
             vv = v * scale + self.rng.normal(0, vs, n) * min(1.0, math.sqrt(0.05 / max(dt, 1e-6)))
             ww = w + bias + self.rng.normal(0, ws, n) * min(1.0, math.sqrt(0.05 / max(dt, 1e-6)))
             hm = h - ww * dt / 2.0  # CCW yaw rate lowers the compass heading
@@ -692,9 +732,7 @@ class VehicleLocalizer:
         x = x + self.rng.normal(0, cfg.pos_diffusion_m, n)
         y = y + self.rng.normal(0, cfg.pos_diffusion_m, n)
         hd = np.degrees(h) + self.rng.normal(0, cfg.heading_diffusion_deg, n)
-        self.p = np.stack([x, y, hd % 360.0], axis=1)
-        self._t = t
-        return problem
+        return np.stack([x, y, hd % 360.0], axis=1)
 
     # ---------------------------------------------------------------- initialisation
     def _ensure_mosaic(self, centre_latlon: tuple[float, float] | None) -> None:
@@ -762,6 +800,60 @@ class VehicleLocalizer:
             hdg[along] = (ax[along] + flip[along] + self.rng.normal(0, 8.0, int(along.sum()))) % 360.0
         return np.stack([x, y, hdg], axis=1)
 
+    def _inject(self) -> None:
+        """While not locked, re-draw random particles: ``inject_fraction`` of them at random road poses of the whole
+        map, ``local_inject_fraction`` along the road through the modes of the search holding at least a tenth of the
+        weight (:meth:`_along_road`). They start with the mean weight."""
+        cfg = self.cfg
+        n = len(self.p)
+        modes = [md for md in self._modes[: cfg.max_modes]
+                 if md.weight >= 0.1 and len(md.members) == n and md.members.any()]
+        n_local = int(round(cfg.local_inject_fraction * n)) if modes and cfg.local_search_m > 0 else 0
+        k_global = int(round(cfg.inject_fraction * n))
+        for k, local in ((k_global, False), (n_local, True)):
+            if k == 0:
+                continue
+            if not local:  # over the whole map
+                idx = self.rng.choice(n, k, replace=False)
+                self.p[idx] = self._draw_poses(k)
+            else:  # along the road through each converged mode
+                per_mode = np.diff(np.linspace(0, k, len(modes) + 1).round().astype(int))
+                new = np.concatenate([self._along_road(md, int(c)) for md, c in zip(modes, per_mode)])
+                if len(new) == 0:
+                    continue
+                idx = self.rng.choice(n, len(new), replace=False)
+                self.p[idx] = new
+            self.s[idx] = np.nan
+            self.w[idx] = 1.0 / n
+            self.w /= self.w.sum()
+
+    def _along_road(self, md: _Mode, n: int) -> np.ndarray:
+        """Up to ``n`` poses on the road through mode ``md`` (its particles as odometry moved them): offsets
+        uniform within ``local_search_m`` either way along the road axis (the mode's heading without a road layer),
+        1 m across it; the heading along the axis the way the mode heads, reversed for a quarter of them. Poses off
+        the roads / imagery are dropped."""
+        cfg = self.cfg
+        if n <= 0:
+            return np.zeros((0, 3))
+        mem, w = md.members, self.w[md.members]
+        w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+        cx, cy = float(w @ self.p[mem, 0]), float(w @ self.p[mem, 1])
+        hd, _ = _circ_mean_std(self.p[mem, 2], w)
+        axis = hd
+        if self.roads is not None:
+            ax = float(self.roads.axis_deg(np.array([cx]), np.array([cy]), self._mosaic.crs)[0])
+            if math.isfinite(ax):  # the axis (modulo 180) the way the mode heads
+                axis = ax if abs((hd - ax + 180.0) % 360.0 - 180.0) <= 90.0 else ax + 180.0
+        m = 2 * n
+        a = np.radians(axis)
+        u = self.rng.uniform(-cfg.local_search_m, cfg.local_search_m, m)
+        c = self.rng.normal(0.0, 1.0, m)
+        x = cx + u * math.sin(a) + c * math.cos(a)
+        y = cy + u * math.cos(a) - c * math.sin(a)
+        h = axis + np.where(self.rng.uniform(size=m) < 0.25, 180.0, 0.0) + self.rng.normal(0.0, 4.0, m)
+        ok = self._road_points(x, y)
+        return np.stack([x[ok], y[ok], h[ok] % 360.0], axis=1)[:n]
+
     def _spread(self, n: int, centre: tuple[float, float] | None = None, radius: float | None = None) -> None:
         """Start over: ``n`` particles on the roads of the mosaic (or of a disc), equal weights."""
         self.p = self._draw_poses(n, centre, radius)
@@ -774,13 +866,14 @@ class VehicleLocalizer:
         self._z = 0.0
         self._locked = False
         self._suspect = False
-        self._suspect_frames = 0
         self._good_run = 0
         self._run_start_dist = self._odo_dist
         self._prev_top: tuple[float, float, float] | None = None
-        self._low_z = 0
+        self._low_z = 0  # frames of evidence against the track (see kidnap_distance_m)
+        self._against_from = self._odo_dist  # odometry distance where that run began
         self._converged = 0
         self._global = global_search
+        self._shadow: np.ndarray | None = None  # the track held before a declared kidnap, moved by odometry only
 
     # ---------------------------------------------------------------- main entry
     def localize(self, image: np.ndarray, t: float, intrinsics: CameraIntrinsics | None = None,
@@ -824,14 +917,8 @@ class VehicleLocalizer:
             problem = self._propagate(t)
             if problem:
                 problems.append(problem)
-            if gps_prior is None and not self._locked and cfg.inject_fraction > 0:
-                k = int(round(cfg.inject_fraction * len(self.p)))  # keep looking elsewhere while not locked
-                if k:
-                    idx = self.rng.choice(len(self.p), k, replace=False)
-                    self.p[idx] = self._draw_poses(k)
-                    self.s[idx] = np.nan
-                    self.w[idx] = 1.0 / len(self.p)
-                    self.w /= self.w.sum()
+            if gps_prior is None and not self._locked:  # keep looking elsewhere while not locked
+                self._inject()
         timings["propagate"] = (time.perf_counter() - t1) * 1e3
         # ---- weights
         t1 = time.perf_counter()
@@ -843,7 +930,7 @@ class VehicleLocalizer:
                 logw = np.log(self.w)
                 d2 = (self.p[:, 0] - gx) ** 2 + (self.p[:, 1] - gy) ** 2
             logw += -0.5 * d2 / sig**2
-        informative = bev.n >= cfg.min_bev_cells
+        informative = bev.n >= cfg.min_bev_cells and bev.textured
         bev = bev.subset(cfg.global_bev_cells if self._global else cfg.max_bev_cells, self.rng)
         ncc = np.zeros(len(self.p), np.float32)
         if informative:
@@ -852,8 +939,10 @@ class VehicleLocalizer:
             temp = cfg.ncc_temperature * (cfg.global_temperature_factor if self._global else 1.0)
             logw += ncc / temp
             self.s = np.where(np.isnan(self.s), ncc, (1 - cfg.z_ema) * self.s + cfg.z_ema * ncc)
-        else:
+        elif bev.n < cfg.min_bev_cells:
             problems.append(f"frame shows too little ground ({bev.n} BEV cells < {cfg.min_bev_cells})")
+        else:
+            problems.append("frame shows no ground texture (uniform: a covered lens, a blank wall): coasting on odometry")
         road_share = 1.0
         if self.roads is not None:
             on = self.roads.lookup(self.p[:, 0], self.p[:, 1], m.crs, cfg.road_tolerance_m)
@@ -899,24 +988,37 @@ class VehicleLocalizer:
         lost = False
         # Only frames after the car moved count towards "lost": a car standing or turning on the spot (at a dead
         # end, facing a field) sees little, and a track that does not move cannot have gone wrong meanwhile.
-        moved = self._odo_dist - self._frame_dist >= _MOVED_M
+        prev_dist = self._frame_dist
+        moved = self._odo_dist - prev_dist >= _MOVED_M
         self._frame_dist = self._odo_dist
-        if not self._suspect:
-            self._suspect_frames = 0
-        elif moved:
-            self._suspect_frames += 1
-        if gps_prior is None and (self._locked or tight) and (self._z < cfg.kidnap_z or off_road):
+        if gps_prior is not None or not (self._locked or tight):
+            self._low_z = 0
+        elif self._locked:
+            # A locked track is given up only on evidence for being elsewhere (see kidnap_distance_m): weak or
+            # absent evidence (a forest edge, an occluded frame, a turn on the spot) withholds fixes (suspect) and
+            # the filter coasts on odometry, but it does not throw the track away.
+            if off_road or (informative and z_now < cfg.kidnap_z):
+                if moved:
+                    if self._low_z == 0:
+                        self._against_from = prev_dist
+                    self._low_z += 1
+            elif informative and z_now >= cfg.trust_z_frame:
+                self._low_z = 0  # the track fits a frame far better than random places do
+            lost = (self._low_z >= cfg.kidnap_frames
+                    and self._odo_dist - self._against_from >= cfg.kidnap_distance_m)
+        elif self._z < cfg.kidnap_z or off_road:  # converged, not yet locked
             self._low_z += int(moved)
             lost = self._low_z >= cfg.kidnap_frames
         else:
             self._low_z = 0
-        if gps_prior is None and self._suspect_frames >= 2 * cfg.kidnap_frames:
-            lost = True  # suspect for too long without re-confirmation
         if lost:
+            shadow = None
             if self._locked:
                 self.kidnaps += 1
-                problems.append(f"appearance contradicts the track for {cfg.kidnap_frames} frames: kidnapped, "
+                problems.append(f"appearance no better than at random places (or the track off the roads) for "
+                                f"{self._low_z} frames over {self._odo_dist - self._against_from:.0f} m: kidnapped, "
                                 "searching the whole map")
+                shadow = self.p[self.rng.choice(len(self.p), cfg.n_particles, p=self.w)].copy()
             else:
                 problems.append("the converged mode does not fit the imagery: searching the whole map again")
             kept = self.rng.choice(len(self.p), cfg.n_particles_global // 2, p=self.w)
@@ -924,18 +1026,24 @@ class VehicleLocalizer:
             self._spread(cfg.n_particles_global)
             self.p[: len(keep)] = keep  # half stays on the old track in case it was right after all
             self.s[: len(keep)] = keep_s
+            self._shadow = shadow
             self._modes = self._find_modes()
             top = self._modes[0]
             tight = False
         # ---- trust
         self._converged = self._converged + 1 if tight else 0
-        if self._global:  # found by a search of the whole map: a longer confirmation (see relock_frames_global)
+        refound = self._global and tight and self._refound(top)
+        if self._global and not refound:  # found by a search of the whole map: a longer confirmation
             confirmed = (self._good_run >= cfg.relock_frames_global
                          and self._odo_dist - self._run_start_dist >= cfg.relock_distance_m)
-        else:  # particles spread around a GPS fix: anchored, the short confirmation suffices
+        else:  # anchored (particles spread around a GPS fix, or the map search re-found the track held before a
+            # declared kidnap): not the best of thousands of places, the short confirmation suffices
             confirmed = self._good_run >= cfg.relock_frames
         if tight and self._z >= cfg.trust_z and (gps_prior is not None or confirmed):
             self._locked = True
+            if refound:
+                self.refound_tracks += 1
+            self._shadow = None
         on_map = bool(m.covers(np.array([top.x]), np.array([top.y]))[0])
         rivals = self._rivals()
         reason = ""
@@ -952,6 +1060,9 @@ class VehicleLocalizer:
             reason = f"posterior spread {top.spread_m:.1f} m > {cfg.trust_spread_m} m"
         elif not (self._z >= cfg.trust_z and z_now >= cfg.trust_z_frame):
             reason = f"appearance evidence z={z_now:.1f} (mean {self._z:.1f}) < {cfg.trust_z}"
+        elif not self._locked and refound:
+            reason = (f"confirming the track held before the kidnap, re-found by the map search: strong for "
+                      f"{self._good_run}/{cfg.relock_frames} frames")
         elif not self._locked and self._global:
             reason = (f"confirming the place found by the map search: strong for {self._good_run}/"
                       f"{cfg.relock_frames_global} frames over {self._odo_dist - self._run_start_dist:.0f}/"
@@ -1001,6 +1112,25 @@ class VehicleLocalizer:
             cov_en=md.cov + floor * np.eye(2), reason=reason, method=f"particle-filter/{self.cfg.modality}",
             prior_used=False, tile_lat=float(lat), tile_lon=float(lon),
         )
+
+    def _refound(self, top: _Mode) -> bool:
+        """Whether the map search's top mode is the track held before the declared kidnap: it lies within the
+        99 % ellipse of that track propagated by odometry alone (the shadow's spread plus the mode's) and heads
+        the same way (within 3 sigma). The shadow is dropped once its spread exceeds ``mode_radius_m`` (it no
+        longer tells one place on a road from the next)."""
+        sh = self._shadow
+        if sh is None:
+            return False
+        d = sh[:, :2] - sh[:, :2].mean(axis=0)
+        cov = d.T @ d / len(sh)
+        if math.sqrt(max(float(np.linalg.eigvalsh(cov).max()), 0.0)) > self.cfg.mode_radius_m:
+            self._shadow = None
+            return False
+        hd, hs = _circ_mean_std(sh[:, 2], np.ones(len(sh)))
+        delta = np.array([top.x, top.y]) - sh[:, :2].mean(axis=0)
+        m2 = float(delta @ np.linalg.solve(cov + top.cov + 1e-6 * np.eye(2), delta))
+        dh = abs((top.heading_deg - hd + 180.0) % 360.0 - 180.0)
+        return m2 <= 9.21 and dh <= 3.0 * math.hypot(hs, top.heading_std_deg)  # chi2(2 dof, 0.99) = 9.21
 
     @staticmethod
     def _dist_m(a: _Mode, b: _Mode) -> float:
