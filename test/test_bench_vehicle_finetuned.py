@@ -84,6 +84,7 @@ def test_finetuned_rows_run_next_to_imagenet_on_the_same_frames(tmp_path):
     assert "| ground | gps_lost | particle_filter_finetuned |" in md and "| panorama | cold_start | retrieval_finetuned |" in md
     assert "tiny-vehicle-ft" in md and res["encoder"] in md and "embed_weight 11.50" in md
     assert (tmp_path / "out" / "vehicle_ground_finetuned.png").exists()
+    assert res["plots"]["finetuned"] == "vehicle_finetuned.png" and (tmp_path / "out" / "vehicle_finetuned.png").exists()
     ev = rows["ground/gps_lost/retrieval_finetuned"]
     line = next(x for x in md.splitlines() if x.startswith("| easy | ground | gps_lost | finetuned |"))
     assert f"{LOGIT_SCALE * ev['true_crop_cos_margin_median']:+.2f} |" in line  # the margin in nats at embed_weight

@@ -416,6 +416,8 @@ def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "
                 rows[f"{modality}/{scenario}/{method}"] = _pooled(rs, method)
             else:
                 rows[f"{modality}/{scenario}/{method}"] = {"run": False, "note": NOT_RUN_FINETUNED}
+    if ft is not None:
+        plots["finetuned"] = plot_finetuned(res, out / "vehicle_finetuned.png").name
     res["plots"] = plots
     res["wall_s"] = time.perf_counter() - t_start
     (out / "vehicle_bench.json").write_text(json.dumps(to_jsonable(res), indent=2))
@@ -423,6 +425,47 @@ def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "
     (out / "vehicle_bench.md").write_text(md)
     log(md)
     return res
+
+
+def plot_finetuned(res: dict, path: str | Path) -> Path:
+    """``vehicle_finetuned.png`` of a run with ``--finetuned`` (``res`` as returned or saved in
+    ``vehicle_bench.json``): per setting / camera / scenario, the particle filter's share of frames with a
+    trusted fix within 10 m without and with the fine-tuned embedding term (left), and retrieval R@1 / R@5 of
+    the ImageNet and the fine-tuned encoder (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {**{f"easy/{k}": v for k, v in res["rows"].items()},
+            **{f"hard/{k}": v for k, v in res.get("rows_hard", {}).items()}}
+    cases = sorted({k.rsplit("/", 1)[0] for k in rows}, key=lambda c: list(rows).index(f"{c}/particle_filter"))
+    y = np.arange(len(cases))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 0.45 * len(cases) + 1.8), sharey=True)
+    bars = [(a1, "particle_filter", "within_10m", -0.2, "filter (BEV correlation)", "tab:blue"),
+            (a1, "particle_filter_finetuned", "within_10m", 0.2, "filter + fine-tuned embedding", "tab:purple"),
+            (a2, "retrieval_imagenet", "recall_at_5", -0.2, "ImageNet R@5", "tab:red"),
+            (a2, "retrieval_finetuned", "recall_at_5", 0.2, "fine-tuned R@5", "tab:purple")]
+    for ax, method, key, dy, label, colour in bars:
+        v = [100 * (rows.get(f"{c}/{method}", {}).get(key) or 0.0) for c in cases]
+        ax.barh(y + dy, v, 0.4, color=colour, label=label)
+    for method, dy in (("retrieval_imagenet", -0.2), ("retrieval_finetuned", 0.2)):
+        v = [100 * (rows.get(f"{c}/{method}", {}).get("recall_at_1") or 0.0) for c in cases]
+        a2.plot(v, y + dy, "k|", ms=9, label="R@1" if method == "retrieval_imagenet" else None)
+    a1.set_yticks(y, [c.replace("/", " / ") for c in cases])
+    a1.invert_yaxis()
+    a1.set_xlabel("frames with a trusted fix within 10 m after the GPS loss (%)")
+    a2.set_xlabel("retrieval: true tile in the top 5 (bars) / top 1 (ticks) (%)")
+    for ax in (a1, a2):
+        ax.set_xlim(0, 100)
+        ax.legend(loc="lower right", fontsize=8)
+    ft = res.get("finetuned") or {}
+    fig.suptitle(f"ImageNet vs fine-tuned encoder ({ft.get('encoder', '')}, embed_weight "
+                 f"{ft.get('embed_weight', float('nan')):.2f}), same drives", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
 
 
 def hard_reference(world, cfg: VehicleBenchConfig, seed: int = 0):
