@@ -72,6 +72,8 @@ def test_finetuned_rows_run_next_to_imagenet_on_the_same_frames(tmp_path):
                 assert 0.0 <= r[meth]["recall_at_1"] <= r[meth]["recall_at_5"] <= 1.0
                 assert r[meth]["true_crop_frames"] > 0 and 0.0 <= r[meth]["true_crop_percentile_median"] <= 1.0
                 assert -2.0 <= r[meth]["true_crop_cos_margin_median"] <= 2.0
+                # panoramas also north-aligned with the true heading (how GLEAM-C was trained); ground photos not
+                assert ("recall_at_5_north" in r[meth]) == (mod == "panorama")
     ft = res["finetuned"]
     assert ft["run"] and ft["checkpoint"] == str(ckpt) and "tiny-vehicle-ft" in ft["encoder"]
     assert ft["embed_weight"] == pytest.approx(LOGIT_SCALE) and "logit scale" in ft["embed_weight_source"]
@@ -88,6 +90,7 @@ def test_finetuned_rows_run_next_to_imagenet_on_the_same_frames(tmp_path):
     ev = rows["ground/gps_lost/retrieval_finetuned"]
     line = next(x for x in md.splitlines() if x.startswith("| easy | ground | gps_lost | finetuned |"))
     assert f"{LOGIT_SCALE * ev['true_crop_cos_margin_median']:+.2f} |" in line  # the margin in nats at embed_weight
+    assert "| easy | panorama | gps_lost | finetuned, north-aligned (true heading) |" in md
 
 
 def test_without_a_checkpoint_the_finetuned_rows_say_not_run():

@@ -190,7 +190,12 @@ def _retrieval_record(f, backend, index, modality: str, probe: EmbedProbe | None
     rec = FrameRecord(t=f.t, gt_lat=f.lat, gt_lon=f.lon, gt_heading_deg=f.pose.heading_deg, trusted=True,
                       est_lat=hit.center_lat, est_lon=hit.center_lon, cov_en=[[var, 0.0], [0.0, var]],
                       latency_ms=t_ms, top_tile_lat=hit.center_lat, top_tile_lon=hit.center_lon)
-    return rec, (None if probe is None else probe.frame(f, q[0], hits))
+    if probe is None:
+        return rec, None
+    ev = probe.frame(f, q[0], hits)
+    if modality == "panorama":
+        ev.update({f"{k}_north": v for k, v in probe.north_aligned(f).items() if k != "t"})
+    return rec, ev
 
 
 class EmbedProbe:
@@ -204,6 +209,11 @@ class EmbedProbe:
       ``VehicleLocalizer`` embeds per particle cell) against crops at ``n_null`` random road points of the same
       imagery: the share of random crops the true one beats (0.5 = chance, 1 = best) and its cosine margin over
       the median random crop (times ``embed_weight``: the log-likelihood advantage of the true place, nats).
+
+    Panoramas are embedded as the car sees them (centre column = the car's heading), as the retrieval rows and
+    ``VehicleLocalizer`` embed them; GLEAM-C was trained on north-aligned panoramas
+    (:func:`~.preprocess.panorama_north_up`), so :meth:`north_aligned` measures the same evidence for the
+    panorama rolled north with the true heading (what a filter that knows its heading to a degree would embed).
     """
 
     K = 5
@@ -213,7 +223,7 @@ class EmbedProbe:
         from .preprocess import GROUND_TILE_M
         from .vehicle import SatelliteMosaic, VehicleConfig
 
-        self.backend, self.side_m = backend, GROUND_TILE_M
+        self.backend, self.index, self.side_m = backend, index, GROUND_TILE_M
         self.fp = _Footprints(index)
         self.mosaic = m = SatelliteMosaic(index, VehicleConfig().bev_res_m, None, 0.0)  # all tiles, the filter's res
         rng = np.random.default_rng(seed)
@@ -243,18 +253,30 @@ class EmbedProbe:
             out.update(percentile=float(np.mean(cos_n < cos_t)), margin=cos_t - float(np.median(cos_n)))
         return out
 
+    def north_aligned(self, f) -> dict:
+        """:meth:`frame` for panorama frame ``f`` rolled north with its true heading, searched over the index."""
+        from .preprocess import panorama_north_up
+
+        q = self.backend.embed([panorama_north_up(f.image, f.pose.heading_deg)], "panorama")[0]
+        return self.frame(f, q, self.index.search(q, k=self.K)[0])
+
 
 def _probe_summary(per_frame: list[dict]) -> dict:
-    """Row keys of the :class:`EmbedProbe` evidence over frames (medians of the crop evidence)."""
-    if not per_frame:
-        return {}
-    pct = [p["percentile"] for p in per_frame if np.isfinite(p["percentile"])]
-    mar = [p["margin"] for p in per_frame if np.isfinite(p["margin"])]
-    return {"recall_at_1": float(np.mean([p["r1"] for p in per_frame])),
-            "recall_at_5": float(np.mean([p["r5"] for p in per_frame])),
-            "true_crop_percentile_median": float(np.median(pct)) if pct else None,
-            "true_crop_cos_margin_median": float(np.median(mar)) if mar else None,
-            "true_crop_frames": len(pct)}
+    """Row keys of the :class:`EmbedProbe` evidence over frames (medians of the crop evidence); the panorama's
+    north-aligned variant under the same keys with ``_north``."""
+    out: dict = {}
+    for sfx in ("", "_north"):
+        ps = [p for p in per_frame if f"r1{sfx}" in p]
+        if not ps:
+            continue
+        pct = [p[f"percentile{sfx}"] for p in ps if np.isfinite(p[f"percentile{sfx}"])]
+        mar = [p[f"margin{sfx}"] for p in ps if np.isfinite(p[f"margin{sfx}"])]
+        out.update({f"recall_at_1{sfx}": float(np.mean([p[f"r1{sfx}"] for p in ps])),
+                    f"recall_at_5{sfx}": float(np.mean([p[f"r5{sfx}"] for p in ps])),
+                    f"true_crop_percentile_median{sfx}": float(np.median(pct)) if pct else None,
+                    f"true_crop_cos_margin_median{sfx}": float(np.median(mar)) if mar else None,
+                    f"true_crop_frames{sfx}": len(pct)})
+    return out
 
 
 def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, scenario: str, seed: int,
@@ -521,21 +543,25 @@ def _evidence_table(tables: list[tuple[str, dict]], embed_weight: float | None) 
     out = []
     for setting, rows in tables:
         for key, r in rows.items():
-            if "recall_at_1" not in r:
-                continue
             modality, scenario, method = key.split("/")
-            pct, mar = r.get("true_crop_percentile_median"), r.get("true_crop_cos_margin_median")
-            nats = "-" if mar is None or method != "retrieval_finetuned" or not embed_weight else f"{embed_weight * mar:+.2f}"
-            out.append(f"| {setting} | {modality} | {scenario} | {method.replace('retrieval_', '')} | "
-                       f"{100 * r['recall_at_1']:.1f} % | {100 * r['recall_at_5']:.1f} % | "
-                       f"{'-' if pct is None else f'{pct:.2f}'} | {'-' if mar is None else f'{mar:+.3f}'} | {nats} |")
+            for sfx, how in (("", ""), ("_north", ", north-aligned (true heading)")):
+                if f"recall_at_1{sfx}" not in r:
+                    continue
+                pct, mar = r.get(f"true_crop_percentile_median{sfx}"), r.get(f"true_crop_cos_margin_median{sfx}")
+                nats = ("-" if mar is None or method != "retrieval_finetuned" or not embed_weight
+                        else f"{embed_weight * mar:+.2f}")
+                out.append(f"| {setting} | {modality} | {scenario} | {method.replace('retrieval_', '')}{how} | "
+                           f"{100 * r[f'recall_at_1{sfx}']:.1f} % | {100 * r[f'recall_at_5{sfx}']:.1f} % | "
+                           f"{'-' if pct is None else f'{pct:.2f}'} | {'-' if mar is None else f'{mar:+.3f}'} | {nats} |")
     if not out:
         return []
     return ["Embedding evidence on the same GPS-less frames (`EmbedProbe`): R@k = the top-k tiles of the index contain "
             "the true position; then the cosine of the frame to the 50 m north-up crop at the true position against "
             "crops at 64 random road points of the same imagery (the crops the filter's embedding term compares): the "
             "share of random crops it beats (median over frames; 0.5 = chance) and its margin over the median random "
-            "crop, and that margin times the filter's embed_weight (log-likelihood advantage of the true place, nats).",
+            "crop, and that margin times the filter's embed_weight (log-likelihood advantage of the true place, nats). "
+            "Panoramas are embedded as the car sees them (as the retrieval rows and the filter do) and, on the "
+            "north-aligned lines, rolled north with the true heading (how GLEAM-C was trained).",
             "", "| setting | camera | scenario | encoder | R@1 | R@5 | true crop beats (share) | cos margin | x embed_weight |",
             "|---|---|---|---|---|---|---|---|---|", *out, ""]
 
