@@ -57,6 +57,7 @@ from .filter import FilterOutput
 from .localizer import (STATUS_RETRIEVED, STATUS_TRUSTED, Hypothesis, LocalizationResult, PositionPrior,
                         add_reference_error)
 from .preprocess import GROUND_TILE_M, check_image
+from .road_pitch import RoadPitch
 
 @dataclass(frozen=True)
 class OdometrySample:
@@ -162,16 +163,27 @@ class VehicleConfig:
     mode_floor: float = 0.05  # share of particles resampling keeps on each rival mode
     mosaic_radius_m: float = 1500.0  # satellite mosaic around the area of interest
     gps_sigma_floor_m: float = 2.0
+    # The camera's pitch against the road, estimated on line while the track is locked (core.road_pitch): what the
+    # IMU's pitch against gravity and the configured mounting pitch miss (a hill's grade, a mis-calibrated mount).
+    road_pitch: bool = False  # (to be switched on once measured on the final code; see docs/bench/vehicle_bench.md)
+    road_pitch_step_deg: float = 0.75  # probes either side of the estimate
+    road_pitch_gain: float = 0.3  # weight of one frame's measurement
+    road_pitch_max_deg: float = 6.0  # bound of the estimate
+    road_pitch_particles: int = 64  # the track's heaviest particles the probes are scored at
 
     def __post_init__(self) -> None:
         if self.modality not in VEHICLE_MODALITIES:
             raise ConfigError(f"VehicleConfig.modality must be one of {VEHICLE_MODALITIES}, got {self.modality!r}")
         ints = {"n_particles": 10, "n_particles_global": 10, "min_bev_cells": 1, "max_modes": 1,
                 "trust_min_frames": 1, "kidnap_frames": 1, "relock_frames": 1, "relock_frames_global": 1, "null_samples": 10,
-                "global_bev_cells": 10, "max_bev_cells": 10}
+                "global_bev_cells": 10, "max_bev_cells": 10, "road_pitch_particles": 1}
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "modality":
+                continue
+            if f.name == "road_pitch":
+                if not isinstance(v, bool):
+                    raise ConfigError(f"VehicleConfig.road_pitch must be true or false, got {v!r}")
                 continue
             if f.name in ints:
                 if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < ints[f.name]:
@@ -194,6 +206,9 @@ class VehicleConfig:
                      "local_inject_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"VehicleConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
+        for name, hi in (("road_pitch_step_deg", 5.0), ("road_pitch_gain", 1.0), ("road_pitch_max_deg", 20.0)):
+            if getattr(self, name) > hi:
+                raise ConfigError(f"VehicleConfig.{name} must be within (0, {hi:g}], got {getattr(self, name)!r}")
         if self.max_body_tilt_deg > 45:
             raise ConfigError(f"VehicleConfig.max_body_tilt_deg must be within (0, 45], got {self.max_body_tilt_deg!r}")
         if not self.bev_min_m < self.bev_max_m:
@@ -395,11 +410,15 @@ class BirdsEye:
         """Number of valid cells."""
         return len(self.values)
 
-    def subset(self, k: int, rng: np.random.Generator) -> BirdsEye:
-        """At most ``k`` random cells (values re-normalised); self when it has no more."""
+    def subset(self, k: int, rng: np.random.Generator | None) -> BirdsEye:
+        """At most ``k`` random cells (``rng`` None: evenly spaced ones, so views of the same ground at slightly
+        different tilts keep nearly the same cells; values re-normalised); self when it has no more."""
         if self.n <= k:
             return self
-        idx = np.sort(rng.choice(self.n, k, replace=False))
+        if rng is None:
+            idx = np.unique(np.linspace(0, self.n - 1, k).round().astype(np.int64))
+        else:
+            idx = np.sort(rng.choice(self.n, k, replace=False))
         v = self.values[idx] - self.values[idx].mean()
         nrm = float(np.linalg.norm(v))
         return BirdsEye(self.fwd[idx], self.right[idx], (v / nrm if nrm > 1e-9 else v).astype(np.float32),
@@ -588,6 +607,7 @@ class VehicleLocalizer:
         self._modes: list[_Mode] = []
         self._attitude: tuple[float, float, str] = (0.0, 0.0, "no frame yet")  # body pitch, roll, why not used
         self._reset_trust(global_search=False)
+        self.road_pitch = RoadPitch(self.cfg.road_pitch_step_deg, self.cfg.road_pitch_gain, self.cfg.road_pitch_max_deg)
         self.last_reason = "no frame yet"
 
     def status(self) -> dict:
@@ -617,6 +637,9 @@ class VehicleLocalizer:
             "body_roll_deg": self._attitude[1],
             "attitude": "odometry" if not self._attitude[2] else f"mounting pitch only: {self._attitude[2]}",
             "attitude_fallbacks": self.attitude_fallbacks,
+            # added to mounting + body pitch: the camera's pitch against the road (hills, mount error), estimated
+            "road_pitch_deg": self.road_pitch.offset_deg,
+            "road_pitch_updates": self.road_pitch.updates,
         }
 
     # ---------------------------------------------------------------- odometry
@@ -897,7 +920,8 @@ class VehicleLocalizer:
         body_pitch, body_roll, why = self._body_attitude(t)
         self._attitude = (body_pitch, body_roll, why)
         self.attitude_fallbacks += int(bool(why))
-        bev = birds_eye(image, cfg, intrinsics, cfg.camera_pitch_deg + body_pitch, body_roll)
+        bev = birds_eye(image, cfg, intrinsics, cfg.camera_pitch_deg + body_pitch + self.road_pitch.offset_deg,
+                        body_roll)
         timings["bev"] = (time.perf_counter() - t0) * 1e3
         self._ensure_mosaic((gps_prior.lat, gps_prior.lon) if gps_prior is not None else None)
         m = self._mosaic
@@ -1075,6 +1099,10 @@ class VehicleLocalizer:
         elif self._converged < cfg.trust_min_frames:
             reason = f"converging ({self._converged}/{cfg.trust_min_frames} frames)"
         trusted = reason == ""
+        if cfg.road_pitch and informative and tight and not self._suspect and (self._locked or gps_prior is not None):
+            t2 = time.perf_counter()
+            self._probe_road_pitch(image, intrinsics, body_pitch, body_roll, top)
+            timings["road_pitch"] = (time.perf_counter() - t2) * 1e3
         # ---- resample; back to the tracking size once locked
         n_target = None
         if self._locked and len(self.p) != cfg.n_particles:
@@ -1232,6 +1260,25 @@ class VehicleLocalizer:
         self.w = np.full(n, 1.0 / n)
         for md in self._modes:
             md.members = md.members[idx]
+
+    def _probe_road_pitch(self, image: np.ndarray, intrinsics: CameraIntrinsics | None, body_pitch: float,
+                          body_roll: float, top: _Mode) -> None:
+        """Score the frame's bird's-eye view at the road-pitch estimate and a step either side (each on at most
+        ``max_bev_cells`` evenly spaced cells) against the imagery at the track's heaviest particles (weighted mean
+        NCC) and update the estimate (:class:`RoadPitch`)."""
+        cfg = self.cfg
+        idx = np.flatnonzero(top.members)
+        idx = idx[np.argsort(-self.w[idx])[: cfg.road_pitch_particles]]
+        ww = self.w[idx]
+        scores = []
+        for off in self.road_pitch.probes():
+            bev = birds_eye(image, cfg, intrinsics, cfg.camera_pitch_deg + body_pitch + off, body_roll
+                            ).subset(cfg.max_bev_cells, None)
+            ncc, covf = bev_ncc(bev, self._mosaic, self.p[idx, 0], self.p[idx, 1], self.p[idx, 2])
+            ok = covf >= 0.5
+            scores.append(float(np.sum(ww[ok] * ncc[ok]) / ww[ok].sum()) if ok.any() and ww[ok].sum() > 0
+                          else math.nan)
+        self.road_pitch.update(tuple(scores))
 
     def _embed_loglik(self, image: np.ndarray) -> np.ndarray:
         """Embedding log-likelihood per particle: weight * (cos(frame, crop at the particle's cell) - max)."""

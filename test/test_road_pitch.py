@@ -1,0 +1,109 @@
+"""core.road_pitch: the on-line estimate of the camera's pitch against the road (hills, mount errors)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gleam_ros.core.errors import ConfigError
+from gleam_ros.core.road_pitch import RoadPitch
+
+
+def _scores(rp: RoadPitch, peak: float, width: float = 2.0) -> tuple[float, float, float]:
+    """A correlation that peaks at ``peak`` degrees (a smooth bump, as the NCC against the pitch is)."""
+    return tuple(math.exp(-0.5 * ((o - peak) / width) ** 2) for o in rp.probes())
+
+
+@pytest.mark.parametrize("peak", [-3.0, -1.0, 0.4, 2.5])
+def test_the_estimate_converges_to_the_peak_of_the_correlation(peak):
+    rp = RoadPitch()
+    for _ in range(40):
+        rp.update(_scores(rp, peak))
+    assert rp.offset_deg == pytest.approx(peak, abs=0.05)
+    assert rp.updates == 40 and rp.rejected == 0
+
+
+def test_one_frame_moves_the_estimate_by_at_most_gain_times_a_step():
+    rp = RoadPitch(step_deg=0.75, gain=0.3)
+    meas = rp.update(_scores(rp, 5.0))  # far outside the probes: the measurement is clamped to one step
+    assert meas == pytest.approx(0.75)
+    assert rp.offset_deg == pytest.approx(0.3 * 0.75)
+
+
+def test_a_peak_it_cannot_see_leaves_the_estimate_alone_and_the_bound_holds():
+    rp = RoadPitch(max_abs_deg=2.0)
+    assert rp.update((0.5, 0.5, 0.5)) is None  # flat: no evidence
+    assert rp.update((0.6, 0.4, 0.6)) is None  # a minimum, not a peak
+    assert rp.update((0.5, math.nan, 0.5)) is None
+    assert rp.offset_deg == 0.0 and rp.rejected == 3
+    for _ in range(200):
+        rp.update(_scores(rp, 8.0))
+    assert rp.offset_deg == pytest.approx(2.0)  # a wrong track cannot bend the view without bound
+
+
+@pytest.mark.parametrize("kw", [{"step_deg": 0.0}, {"gain": 1.5}, {"max_abs_deg": math.inf}, {"gain": True}])
+def test_bad_settings_are_a_config_error_naming_the_field(kw):
+    with pytest.raises(ConfigError, match=f"RoadPitch.{next(iter(kw))}"):
+        RoadPitch(**kw)
+
+
+# ------------------------------------------------------------------------------ in the vehicle localizer
+@pytest.fixture(scope="module")
+def small_world():
+    from gleam_ros.core.encoder import TorchBackend
+    from gleam_ros.core.index import TileIndex
+    from gleam_ros.core.sim.world import WorldConfig, make_world
+    from gleam_ros.core.tiles import TileSpec, iter_tiles
+
+    world = make_world(WorldConfig(seed=3, size_m=300.0, gsd_m=0.5, season="summer"))
+    backend = TorchBackend(threads=1)
+    index = TileIndex.build(iter_tiles(world.satellite_map(), TileSpec(size_m=100.0, overlap=0.5, gsd_m=0.5)), backend,
+                            progress=False)
+    return world, backend, index
+
+
+GPS_S = 10.0
+
+
+def _drive_with_imu_bias(small_world, bias_deg: float, road_pitch: bool):
+    """A 30 s drive whose IMU reports the level car pitched by ``bias_deg`` (an IMU mounted off level, or a steady
+    grade): GPS for the first GPS_S seconds (the estimate learns while GPS anchors the track), then the filter
+    alone. Returns (localizer, [(t, fix error or None)])."""
+    from dataclasses import replace
+
+    from gleam_ros.core.camera import CameraIntrinsics
+    from gleam_ros.core.geo import distance_m
+    from gleam_ros.core.localizer import PositionPrior
+    from gleam_ros.core.sim.drive import simulate_drive
+    from gleam_ros.core.vehicle import RoadLayer, VehicleConfig, VehicleLocalizer
+
+    world, backend, index = small_world
+    intr = CameraIntrinsics.from_fov(240, 180, 90.0)
+    frames, odom = simulate_drive(world, duration_s=30.0, fps=2.0, modality="ground", intr=intr, rng=2, season="autumn")
+    odom = [replace(o, pitch_deg=bias_deg, roll_deg=0.0) for o in odom]
+    cfg = VehicleConfig(n_particles=500, n_particles_global=2500, road_pitch=road_pitch)
+    loc = VehicleLocalizer(backend, index, cfg, roads=RoadLayer.from_world(world), seed=0)
+    out, k = [], 0
+    for f in frames:
+        while k < len(odom) and odom[k].t <= f.t:
+            loc.on_odometry(odom[k])
+            k += 1
+        prior = PositionPrior(f.lat, f.lon, 10.0) if f.t < GPS_S else None
+        res = loc.localize(f.image, f.t, intrinsics=intr, gps_prior=prior)
+        out.append((f.t, None if res.fix is None else float(distance_m(res.fix.lat, res.fix.lon, f.lat, f.lon))))
+    return loc, out
+
+
+def test_a_biased_imu_pitch_is_learned_and_the_track_kept(small_world):
+    """An IMU that reports the level car pitched up 2 deg: the bird's-eye view is wrong by 2 deg until the estimate
+    learns -2 deg; with it the drive after the GPS loss has more trusted fixes than without, all of them right."""
+    with_rp, rows_rp = _drive_with_imu_bias(small_world, 2.0, True)
+    without, rows_no = _drive_with_imu_bias(small_world, 2.0, False)
+    assert with_rp.status()["road_pitch_deg"] == pytest.approx(-2.0, abs=0.6), with_rp.status()["road_pitch_deg"]
+    assert with_rp.status()["road_pitch_updates"] > 20
+    assert without.status()["road_pitch_deg"] == 0.0 and without.status()["road_pitch_updates"] == 0
+    fixed_rp = [e for t, e in rows_rp if t >= GPS_S and e is not None]
+    fixed_no = [e for t, e in rows_no if t >= GPS_S and e is not None]
+    assert max(fixed_rp) < 5.0, fixed_rp
+    assert len(fixed_rp) > len(fixed_no), (len(fixed_rp), len(fixed_no))
