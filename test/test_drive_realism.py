@@ -107,6 +107,9 @@ def test_hills_add_the_grade_and_camber_to_the_imu_attitude_not_to_the_view(worl
     grade = np.array([h.pitch_deg - f.pitch_deg for f, h in zip(odom_f, odom_h)])
     camber = np.array([h.roll_deg - f.roll_deg for f, h in zip(odom_f, odom_h)])
     assert np.allclose(camber, 1.2)
+    by_t = {o.t: g for o, g in zip(odom_h, grade)}
+    assert all(f.grade_deg == pytest.approx(by_t[f.t]) and f.camber_deg == 1.2 for f in hill)  # the frames know it
+    assert all(f.grade_deg == 0.0 and f.camber_deg == 0.0 for f in flat)
     assert 1.0 < grade.std() < 6.0 and np.abs(grade).max() > 2.0, (grade.std(), np.abs(grade).max())
     with pytest.raises(ConfigError, match="grade_length_m"):
         DriveRealism(grade_length_m=0.0)

@@ -131,8 +131,9 @@ def test_odometry_integrates_to_the_true_path_until_the_kidnap(drives):
 
 def test_hard_drive_odometry_reports_the_body_attitude(drives, tmp_path):
     """`--hard`: /odom's orientation carries the body's pitch / roll as an IMU reports them (read back by the node's
-    converter, with the stated variance): the camera's true attitude minus the mounting mis-calibration, within
-    the IMU error; the easy drive's odometry reports no attitude (NaN, so the node uses the mounting pitch)."""
+    converter, with the stated variance): the camera's true attitude against gravity (ground truth, hills included)
+    minus the mounting mis-calibration, within the IMU error; the easy drive's odometry reports no attitude (NaN,
+    so the node uses the mounting pitch)."""
     import numpy as np
 
     from gleam_ros.core.sim.drive import DriveRealism, OdomNoise

@@ -219,12 +219,13 @@ def simulate_vehicle_bag(world, out: str | Path, duration_s: float = 120.0, fps:
 
 
 def _gt_pose(ns: int, e: float, n: float, u: float, f):
-    """Ground-truth PoseStamped of a drive frame: the camera's position and attitude (heading; pitch / roll are
-    0 except in a hard drive, where they are the camera's true ones, mis-calibration included)."""
+    """Ground-truth PoseStamped of a drive frame: the camera's position and attitude in ENU (heading; pitch / roll
+    are 0 except in a hard drive, where they are the camera's true ones against gravity: its pitch / roll on the
+    road, mis-calibration included, plus the road's grade / camber; small angles, added)."""
     t = typestore().types
     pose = t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=float(e), y=float(n), z=float(u)),
-                                       orientation=_quaternion(f.pose.heading_deg, f.pose.pitch_deg,
-                                                               f.pose.roll_deg))
+                                       orientation=_quaternion(f.pose.heading_deg, f.pose.pitch_deg + f.grade_deg,
+                                                               f.pose.roll_deg + f.camber_deg))
     return t["geometry_msgs/msg/PoseStamped"](header=header(ns, FRAME_IDS["gt_pose"]), pose=pose)
 
 

@@ -76,8 +76,9 @@ class DriveRealism:
     Hills: the road climbs and falls with a grade of 1-sigma ``grade_std_deg`` (Ornstein-Uhlenbeck over the distance
     driven, correlation length ``grade_length_m``) and the lane slopes ``camber_deg`` to the right (drainage). The
     camera sees the road as before (the body sits on it, and the renderer's ground is locally a plane), but an IMU
-    measures the attitude against gravity: the odometry's pitch includes the grade and its roll the camber. Off by
-    default (a flat world). :meth:`none` is a spec that changes nothing; the default is the hard benchmark's.
+    measures the attitude against gravity: the odometry's pitch includes the grade and its roll the camber (a
+    rolling road, about 3.5 % grade 1-sigma, 2 % camber, by default). :meth:`none` is a spec that changes nothing;
+    the default is the hard benchmark's.
     """
 
     pitch_std_deg: float = 1.2
@@ -88,9 +89,9 @@ class DriveRealism:
     pitch_offset_deg: float = -1.0
     sensor: float = 1.0
     occluders: float = 0.7
-    grade_std_deg: float = 0.0
+    grade_std_deg: float = 2.0
     grade_length_m: float = 150.0
-    camber_deg: float = 0.0
+    camber_deg: float = 1.0
 
     def __post_init__(self) -> None:
         from .realism import _finite
@@ -107,7 +108,7 @@ class DriveRealism:
     @staticmethod
     def none() -> DriveRealism:
         """A spec that changes nothing (rigid, calibrated camera, clean frames, empty roads)."""
-        return DriveRealism(0.0, 0.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return DriveRealism(0.0, 0.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 150.0, 0.0)
 
 
 def _body_attitude(t: np.ndarray, v: np.ndarray, real: DriveRealism, rng: np.random.Generator
@@ -172,7 +173,9 @@ def _occlude(img: np.ndarray, mean_boxes: float, rng: np.random.Generator) -> np
 class DriveFrame:
     """One camera frame of a drive: the image, its true pose and WGS84 position.
 
-    ``kidnapped`` is True on the first frame after the car was teleported (see ``kidnap_at_s``).
+    ``kidnapped`` is True on the first frame after the car was teleported (see ``kidnap_at_s``). ``pose`` is the
+    camera's pose against the road (what it sees); on a hill (:class:`DriveRealism` grade / camber) the road itself
+    is tilted by ``grade_deg`` (positive uphill ahead) and ``camber_deg`` (right side down) against gravity.
     """
 
     t: float
@@ -181,6 +184,8 @@ class DriveFrame:
     lat: float
     lon: float
     kidnapped: bool
+    grade_deg: float = 0.0
+    camber_deg: float = 0.0
 
 
 class RoadGrid:
@@ -519,6 +524,7 @@ def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: 
     st = _drive_states(world, duration_s, speed_mps, rng, dt, region, kidnap_at_s)
     odom = odometry_from_truth(st["t"], st["v"], st["yaw_rate"], noise, rng)
     scene = StreetScene.from_world(world, season=season, appearance_seed=int(rng.integers(1 << 31)))
+    grade, camber = 0.0, 0.0  # a flat road
     if realism is not None:
         from .realism import apply_sensor, random_sensor
 
@@ -527,9 +533,10 @@ def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: 
         height = GroundPose(0.0, 0.0, 0.0).height_m + realism.height_offset_m
         # the odometry reports the body's attitude against gravity (IMU), not the camera's mounting offset: on a hill
         # the grade and the camber add to what the body does on the road (drawn from a child stream of rrng only when
-        # asked for, so the flat drives are unchanged)
+        # asked for, so a flat drive's frames and attitude are those of the same seed before hills existed)
         grade = _road_grade(st["t"], st["v"], realism, rrng.spawn(1)[0]) if realism.grade_std_deg > 0 else 0.0
-        odom = _with_attitude(odom, pitch - realism.pitch_offset_deg + grade, roll + realism.camber_deg, noise,
+        camber = float(realism.camber_deg)
+        odom = _with_attitude(odom, pitch - realism.pitch_offset_deg + grade, roll + camber, noise,
                               np.random.default_rng(int(rng.integers(1 << 31))))
     n_frames = int(math.floor(float(duration_s) * fps + 1e-9)) + 1
     kid = int(st["kidnap_step"])
@@ -555,5 +562,6 @@ def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: 
         lat, lon = pose_latlon(world, pose)
         kidnapped = kid >= 0 and i >= kid and not seen_kidnap
         seen_kidnap |= kidnapped
-        frames.append(DriveFrame(float(st["t"][i]), img, pose, float(lat), float(lon), bool(kidnapped)))
+        frames.append(DriveFrame(float(st["t"][i]), img, pose, float(lat), float(lon), bool(kidnapped),
+                                 float(np.broadcast_to(grade, st["t"].shape)[i]), camber))
     return frames, odom
