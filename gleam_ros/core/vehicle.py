@@ -165,7 +165,7 @@ class VehicleConfig:
     gps_sigma_floor_m: float = 2.0
     # The camera's pitch against the road, estimated on line while the track is locked (core.road_pitch): what the
     # IMU's pitch against gravity and the configured mounting pitch miss (a hill's grade, a mis-calibrated mount).
-    road_pitch: bool = False  # (to be switched on once measured on the final code; see docs/bench/vehicle_bench.md)
+    road_pitch: bool = True
     road_pitch_step_deg: float = 0.75  # probes either side of the estimate
     road_pitch_gain: float = 0.3  # weight of one frame's measurement
     road_pitch_max_deg: float = 6.0  # bound of the estimate

@@ -105,7 +105,7 @@ class OdometryBuffer:
 
 #: Node parameters that are :class:`gleam_ros.core.vehicle.VehicleConfig` fields of the same name.
 VEHICLE_CONFIG_PARAMS = ("n_particles", "n_particles_global", "camera_height_m", "camera_pitch_deg",
-                         "max_body_tilt_deg", "trust_spread_m", "trust_min_frames", "max_odom_gap_s")
+                         "max_body_tilt_deg", "road_pitch", "trust_spread_m", "trust_min_frames", "max_odom_gap_s")
 VEHICLE_MODALITIES = ("ground", "panorama")
 
 
@@ -140,13 +140,15 @@ def status_values(status: dict[str, Any]) -> dict[str, str]:
     """:meth:`VehicleLocalizer.status` as /diagnostics values (floats with 2 decimals, booleans lower case).
 
     ``attitude`` says whether the last frame's bird's-eye view used the body attitude of the odometry
-    orientation or, and why, the configured mounting pitch alone; ``attitude_fallback_frames`` counts the latter.
+    orientation or, and why, the configured mounting pitch alone; ``attitude_fallback_frames`` counts the latter;
+    ``road_pitch_deg`` is the learned correction added to mounting + body pitch (a hill, a mount error).
     """
     names = {"n_particles": "particles", "n_modes": "modes", "top_mode_weight": "top_mode_weight",
              "spread_m": "spread_m", "appearance_z": "appearance_z", "locked": "locked",
              "global_search": "global_search", "odom_age_s": "odom_lag_s", "kidnaps": "kidnaps",
              "last_reason": "vehicle_last_reason", "attitude": "attitude", "body_pitch_deg": "body_pitch_deg",
-             "body_roll_deg": "body_roll_deg", "attitude_fallbacks": "attitude_fallback_frames"}
+             "body_roll_deg": "body_roll_deg", "attitude_fallbacks": "attitude_fallback_frames",
+             "road_pitch_deg": "road_pitch_deg"}
     out = {}
     for key, name in names.items():
         if key not in status:
