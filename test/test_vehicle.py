@@ -176,8 +176,8 @@ def _planted_alias_run(world, backend, index, local: float, seed: int):
 
 
 def test_global_search_escapes_a_mode_along_the_road_from_the_car(world, backend, index):
-    """On a straight road the bird's-eye correlation pins the position along the road weakly (dashed markings
-    repeat): a map search that settled 8 m along the road from the car stays there while the view shows nothing
+    """On a straight road the bird's-eye correlation pins the position along the road weakly (the road looks much
+    the same a few metres on): a map search that settled 8 m along the road from the car stays there while the view shows nothing
     that tells the two apart (13-18 s here), and resampling has no particles at the car. Re-drawing some particles
     each frame along the road through the search's modes (local_inject_fraction) lets the filter move to the car when
     the view does tell them apart; without it, 2 of these 3 filter seeds stay on the alias. No trusted fix at the

@@ -150,11 +150,11 @@ class VehicleConfig:
     null_samples: int = 40  # random road poses (each with a small cloud) that the mode's fit is compared with
     global_temperature_factor: float = 2.0  # flatter appearance likelihood while searching the whole map
     inject_fraction: float = 0.1  # share of particles re-drawn at random road poses per frame while searching
-    # Besides those, this share of particles is re-drawn per frame along the road through the converged modes of the
-    # search (within local_search_m either way, both headings): on a straight road the bird's-eye correlation pins
-    # the position across the road far better than along it (dashed markings repeat), so the search can settle on a
-    # place a few metres along the road from the car (an along-road alias), where neither the particles resampled
-    # from it nor the ones drawn over the whole map reach the car.
+    # Besides those, this share of particles is re-drawn per frame along the road through the modes of the search
+    # (within local_search_m either way, both headings): on a straight road the bird's-eye correlation pins the
+    # position across the road far better than along it (the road looks much the same a few metres on), so the
+    # search can settle on a place a few metres along the road from the car (an along-road alias), where neither
+    # the particles resampled from it nor the ones drawn over the whole map reach the car.
     local_inject_fraction: float = 0.05
     local_search_m: float = 32.0  # about two bird's-eye views (bev_max_m) along the road either way
     max_bev_cells: int = 800  # BEV cells compared per particle while tracking (a random subset; speed)
