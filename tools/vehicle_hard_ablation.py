@@ -3,8 +3,10 @@
 ``python tools/vehicle_hard_ablation.py [ground] [panorama] [--cases a,b,...]`` runs the particle filter of
 :mod:`gleam_ros.core.bench_vehicle` on the same drive with only (a) the misregistered other-source index,
 (b) body pitch / roll, with the odometry's body attitude (IMU) used by the bird's-eye view and without it,
-(c) the camera height / pitch mis-calibration, (d) sensor effects + occluders, and with everything (the hard
-row) with and without the attitude and without the mis-calibration, and prints one markdown row each (within
+(c) the camera height / pitch mis-calibration, (d) sensor effects + occluders, (e) hills (the IMU's pitch / roll
+against gravity include the grade and camber) with and without the road pitch learned on line, and with
+everything (the hard row) with and without the attitude, without the mis-calibration, without the road pitch
+learned and on a flat road, and prints one markdown row each (within
 10 m, median error, false fixes, covariance inside the 95 % bound). ``--cases`` picks cases by their number;
 ``--plot out.png`` also draws the share of frames with a fix within 10 m per case (a bar chart).
 """
@@ -32,29 +34,38 @@ def main(modalities: list[str], cases: list[int] | None = None, plot: str = "") 
     body = replace(none, pitch_std_deg=full.pitch_std_deg, roll_std_deg=full.roll_std_deg,
                    brake_pitch_deg_per_mps2=full.brake_pitch_deg_per_mps2)
     calibrated = replace(full, height_offset_m=0.0, pitch_offset_deg=0.0)
-    # (name, index, realism, attitude from odometry used)
+    hills = replace(none, grade_std_deg=full.grade_std_deg, grade_length_m=full.grade_length_m,
+                    camber_deg=full.camber_deg)
+    flat = replace(full, grade_std_deg=0.0, camber_deg=0.0)
+    no_rp = {"road_pitch": False}
+    # (name, index, realism, attitude from odometry used, VehicleConfig overrides); the road pitch is learned
+    # (VehicleConfig.road_pitch) unless a row says otherwise
     table = [
-        ("index shifted 2.5 m, re-textured", "hard", None, True),
-        ("body pitch / roll, attitude not used", "easy", body, False),
-        ("body pitch / roll, attitude from odometry", "easy", body, True),
+        ("index shifted 2.5 m, re-textured", "hard", None, True, None),
+        ("body pitch / roll, attitude not used", "easy", body, False, None),
+        ("body pitch / roll, attitude from odometry", "easy", body, True, None),
         ("height / pitch mis-calibration", "easy", replace(none, height_offset_m=full.height_offset_m,
-                                                           pitch_offset_deg=full.pitch_offset_deg), True),
-        ("sensor effects + occluders", "easy", replace(none, sensor=full.sensor, occluders=full.occluders), True),
-        ("all (hard row), attitude not used", "hard", full, False),
-        ("all (hard row), attitude from odometry", "hard", full, True),
-        ("all but the mis-calibration, attitude from odometry", "hard", calibrated, True),
+                                                           pitch_offset_deg=full.pitch_offset_deg), True, None),
+        ("sensor effects + occluders", "easy", replace(none, sensor=full.sensor, occluders=full.occluders), True, None),
+        ("all (hard row), attitude not used", "hard", full, False, None),
+        ("all (hard row), attitude from odometry", "hard", full, True, None),
+        ("all but the mis-calibration, attitude from odometry", "hard", calibrated, True, None),
+        ("hills (grade, camber), road pitch not learned", "easy", hills, True, no_rp),
+        ("hills (grade, camber), road pitch learned", "easy", hills, True, None),
+        ("all (hard row), road pitch not learned", "hard", full, True, no_rp),
+        ("all but the hills (a flat road)", "hard", flat, True, None),
     ]
     built: dict = {}
     rows: list[tuple[str, str, float]] = []  # (modality, case, within 10 m)
     print("| camera | case | within 10 m | median error | false fixes | cov. inside 95 % |\n|---|---|---|---|---|---|")
     for modality in modalities:
-        for i, (name, which, real, att) in enumerate(table, 1):
+        for i, (name, which, real, att, vehicle) in enumerate(table, 1):
             if cases and i not in cases:
                 continue
             if which not in built:
                 built[which] = idx[which]()
             r = run_drive(world, built[which], backend, cfg, modality, "gps_lost", seed=4242, log=lambda *a: None,
-                          realism=real, attitude=att)
+                          realism=real, attitude=att, vehicle=vehicle)
             m = r["metrics"]["particle_filter"]
             med = "-" if m["median_error_m"] is None else f"{m['median_error_m']:.2f} m"
             cov = "-" if m["cov_consistency_95"] is None else f"{100 * m['cov_consistency_95']:.1f} %"

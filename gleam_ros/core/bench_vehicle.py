@@ -281,14 +281,16 @@ def _probe_summary(per_frame: list[dict]) -> dict:
 
 def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, scenario: str, seed: int,
               log=print, realism: DriveRealism | None = None, attitude: bool = True,
-              ft: Finetuned | None = None, ft_index=None, probes: dict | None = None) -> dict:
+              ft: Finetuned | None = None, ft_index=None, probes: dict | None = None,
+              vehicle: dict | None = None) -> dict:
     """Render one drive (with ``realism`` when given) and run the particle filter and retrieval on it;
     returns records and metrics. ``attitude=False`` strips the body attitude from the odometry (the filter then
     projects every frame with the configured mounting pitch, as before the odometry carried it). With ``ft``
     (and ``ft_index``, the same imagery indexed with ``ft.backend``) the same frames also run the fine-tuned
     rows (``particle_filter_finetuned`` with the embedding term, ``retrieval_finetuned``), frame by frame
     interleaved with the others. ``probes`` (retrieval method -> :class:`EmbedProbe` of its encoder and index)
-    adds each retrieval row's embedding evidence."""
+    adds each retrieval row's embedding evidence. ``vehicle``: :class:`VehicleConfig` fields to set for every
+    filter of the drive (an ablation, e.g. ``{"road_pitch": False}``)."""
     from .camera import CameraIntrinsics
     from .localizer import PositionPrior
     from .sim.drive import simulate_drive
@@ -305,7 +307,8 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
     if (ft is None) != (ft_index is None):
         raise ConfigError("run_drive: ft and ft_index go together (the fine-tuned encoder and its index)")
     roads = RoadLayer.from_world(world)
-    vcfg = VehicleConfig(modality=modality, n_particles=cfg.n_particles, n_particles_global=cfg.n_particles_global)
+    vcfg = VehicleConfig(modality=modality, n_particles=cfg.n_particles, n_particles_global=cfg.n_particles_global,
+                         **(vehicle or {}))
     filters = {"particle_filter": VehicleLocalizer(backend, index, vcfg, roads=roads, seed=seed)}
     if ft is not None:  # the same filter and seed, plus the embedding term of the fine-tuned encoder
         filters["particle_filter_finetuned"] = VehicleLocalizer(
