@@ -530,7 +530,10 @@ def markdown_report(res: dict) -> str:
             f"braking; the odometry reports the body attitude with an IMU error, the filter's bird's-eye view uses it), "
             f"the camera {r['height_offset_m']:+g} m / {r['pitch_offset_deg']:+g} deg off the configured "
             f"height / pitch, sensor effects (strength {r['sensor']:g}), {r['occluders']:g} occluding vehicles per "
-            f"frame on average, against an other-source index shifted {h['ref_shift_e_m']:+g} m E, "
+            f"frame on average, "
+            + (f"hills (grade {r['grade_std_deg']:g} deg 1-sigma over {r['grade_length_m']:g} m, camber "
+               f"{r['camber_deg']:g} deg: in the IMU's pitch / roll, not in the view), " if r.get("grade_std_deg") else "")
+            + f"against an other-source index shifted {h['ref_shift_e_m']:+g} m E, "
             f"{h['ref_shift_n_m']:+g} m N ({h['ref_shift_m']:.1f} m) and re-textured, its declared registration "
             f"accuracy {h.get('ref_std_m', 0.0):g} m (1-sigma per axis, added to the published covariance); errors "
             "against the true position.", ""]
