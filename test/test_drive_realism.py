@@ -111,6 +111,9 @@ def test_hills_add_the_grade_and_camber_to_the_imu_attitude_not_to_the_view(worl
     assert all(f.grade_deg == pytest.approx(by_t[f.t]) and f.camber_deg == 1.2 for f in hill)  # the frames know it
     assert all(f.grade_deg == 0.0 and f.camber_deg == 0.0 for f in flat)
     assert 1.0 < grade.std() < 6.0 and np.abs(grade).max() > 2.0, (grade.std(), np.abs(grade).max())
+    # smooth, as a road's vertical curves are: between two odometry ticks (0.4 m at 8 m/s) a raw OU profile of this
+    # size would change by about 0.4 deg
+    assert np.abs(np.diff(grade)).max() < 0.1, np.abs(np.diff(grade)).max()
     with pytest.raises(ConfigError, match="grade_length_m"):
         DriveRealism(grade_length_m=0.0)
 

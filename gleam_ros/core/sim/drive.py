@@ -73,8 +73,9 @@ class DriveRealism:
     ``height_offset_m`` higher and ``pitch_offset_deg`` more up-looking than the nominal 1.6 m / 0 deg a
     localizer is configured with. ``sensor``: strength of :func:`.realism.random_sensor` per frame (0 = clean).
     ``occluders``: mean number of dark boxes (other vehicles) pasted on the lower image half per frame.
-    Hills: the road climbs and falls with a grade of 1-sigma ``grade_std_deg`` (Ornstein-Uhlenbeck over the distance
-    driven, correlation length ``grade_length_m``) and the lane slopes ``camber_deg`` to the right (drainage). The
+    Hills: the road climbs and falls with a grade of about 1-sigma ``grade_std_deg`` (Ornstein-Uhlenbeck over the
+    distance driven, correlation length ``grade_length_m``, smoothed over ``grade_smooth_m`` as vertical curves
+    are) and the lane slopes ``camber_deg`` to the right (drainage). The
     camera sees the road as before (the body sits on it, and the renderer's ground is locally a plane), but an IMU
     measures the attitude against gravity: the odometry's pitch includes the grade and its roll the camber (a
     rolling road, about 3.5 % grade 1-sigma, 2 % camber, by default). :meth:`none` is a spec that changes nothing;
@@ -91,6 +92,7 @@ class DriveRealism:
     occluders: float = 0.7
     grade_std_deg: float = 2.0
     grade_length_m: float = 150.0
+    grade_smooth_m: float = 20.0
     camber_deg: float = 1.0
 
     def __post_init__(self) -> None:
@@ -99,7 +101,8 @@ class DriveRealism:
         for name, lo, hi in (("pitch_std_deg", 0.0, 10.0), ("roll_std_deg", 0.0, 10.0), ("body_tau_s", 0.0, 600.0),
                              ("brake_pitch_deg_per_mps2", -3.0, 3.0), ("height_offset_m", -0.4, 1.0),
                              ("pitch_offset_deg", -10.0, 10.0), ("sensor", 0.0, 3.0), ("occluders", 0.0, 5.0),
-                             ("grade_std_deg", 0.0, 10.0), ("grade_length_m", 0.0, 10000.0), ("camber_deg", -5.0, 5.0)):
+                             ("grade_std_deg", 0.0, 10.0), ("grade_length_m", 0.0, 10000.0),
+                             ("grade_smooth_m", 0.0, 500.0), ("camber_deg", -5.0, 5.0)):
             _finite(f"DriveRealism.{name}", getattr(self, name), lo, hi)
         for name, unit in (("body_tau_s", "seconds"), ("grade_length_m", "metres")):
             if getattr(self, name) <= 0:
@@ -108,7 +111,7 @@ class DriveRealism:
     @staticmethod
     def none() -> DriveRealism:
         """A spec that changes nothing (rigid, calibrated camera, clean frames, empty roads)."""
-        return DriveRealism(0.0, 0.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 150.0, 0.0)
+        return DriveRealism(0.0, 0.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 150.0, 20.0, 0.0)
 
 
 def _body_attitude(t: np.ndarray, v: np.ndarray, real: DriveRealism, rng: np.random.Generator
@@ -127,10 +130,17 @@ def _body_attitude(t: np.ndarray, v: np.ndarray, real: DriveRealism, rng: np.ran
 
 def _road_grade(t: np.ndarray, v: np.ndarray, real: DriveRealism, rng: np.random.Generator) -> np.ndarray:
     """The road's grade (degrees, positive uphill along the direction of travel) at the ticks ``t`` of a drive with
-    speeds ``v``: Ornstein-Uhlenbeck over the distance driven (see DriveRealism)."""
-    n = len(t)
-    step = np.abs(v) * np.diff(t, prepend=t[0])  # metres driven since the previous tick
-    return real.grade_std_deg * _ou(rng.normal(0.0, 1.0, n), np.exp(-step / real.grade_length_m))
+    speeds ``v``: a function of the distance driven (see DriveRealism), an Ornstein-Uhlenbeck profile on a 0.5 m
+    grid smoothed by a Gaussian of ``grade_smooth_m`` (a road's grade changes along vertical curves; a raw OU
+    profile would tilt by about half a degree every few metres)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    dist = np.cumsum(np.abs(v) * np.diff(t, prepend=t[0]))  # metres driven up to each tick
+    h = 0.5
+    grid = _ou(rng.normal(0.0, 1.0, int(dist[-1] / h) + 2), math.exp(-h / real.grade_length_m))
+    if real.grade_smooth_m > 0:
+        grid = gaussian_filter1d(grid, real.grade_smooth_m / h, mode="nearest")
+    return real.grade_std_deg * np.interp(dist, h * np.arange(len(grid)), grid)
 
 
 def _ou(z: np.ndarray, a) -> np.ndarray:
