@@ -833,22 +833,21 @@ class VehicleLocalizer:
                  if md.weight >= 0.1 and len(md.members) == n and md.members.any()]
         n_local = int(round(cfg.local_inject_fraction * n)) if modes and cfg.local_search_m > 0 else 0
         k_global = int(round(cfg.inject_fraction * n))
-        for k, local in ((k_global, False), (n_local, True)):
-            if k == 0:
-                continue
-            if not local:  # over the whole map
-                idx = self.rng.choice(n, k, replace=False)
-                self.p[idx] = self._draw_poses(k)
-            else:  # along the road through each converged mode
-                per_mode = np.diff(np.linspace(0, k, len(modes) + 1).round().astype(int))
-                new = np.concatenate([self._along_road(md, int(c)) for md, c in zip(modes, per_mode)])
-                if len(new) == 0:
-                    continue
-                idx = self.rng.choice(n, len(new), replace=False)
-                self.p[idx] = new
-            self.s[idx] = np.nan
-            self.w[idx] = 1.0 / n
-            self.w /= self.w.sum()
+        if k_global:  # over the whole map
+            idx = self.rng.choice(n, k_global, replace=False)
+            self._reseed(idx, self._draw_poses(k_global))
+        if n_local:  # along the road through each converged mode
+            per_mode = np.diff(np.linspace(0, n_local, len(modes) + 1).round().astype(int))
+            new = np.concatenate([self._along_road(md, int(c)) for md, c in zip(modes, per_mode)])
+            if len(new):
+                self._reseed(self.rng.choice(n, len(new), replace=False), new)
+
+    def _reseed(self, idx: np.ndarray, poses: np.ndarray) -> None:
+        """Particles ``idx`` replaced by ``poses``, with no running score and the mean weight."""
+        self.p[idx] = poses
+        self.s[idx] = np.nan
+        self.w[idx] = 1.0 / len(self.p)
+        self.w /= self.w.sum()
 
     def _along_road(self, md: _Mode, n: int) -> np.ndarray:
         """Up to ``n`` poses on the road through mode ``md`` (its particles as odometry moved them): offsets
