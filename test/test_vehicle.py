@@ -146,6 +146,23 @@ def test_kidnap_on_a_right_track_is_refound_and_trusted_without_the_long_confirm
     assert not [e for _, res, e in rows if res.fix is not None and e > 3.0]
 
 
+def test_one_poor_frame_is_cleared_by_the_summed_evidence_of_fewer_strong_frames(world, backend, index):
+    """One frame of random texture (fitting no place) makes the locked track suspect. The frames after it fit the
+    track far better than random places: their summed z-score clears the suspicion after fewer than relock_frames
+    frames (and at least trust_min_frames), with no kidnap declared and every fix accurate."""
+    loc, rows, _ = _blank_stretch(world, backend, index, 8.0, 8.5, "noise")
+    assert any(res.fix is not None for f, res, _ in rows if 5.0 <= f.t < 8.0)  # locked before the poor frame
+    after = [(f.t, res) for f, res, _ in rows if f.t >= 8.5]
+    first = next(t for t, res in after if res.fix is not None)
+    sagged = [res.filter.reason for t, res in after if t < first and res.filter.reason.startswith("evidence sagged")]
+    assert sagged, "the poor frame did not make the track suspect"
+    assert all("summed z" in r for r in sagged)
+    n = len(sagged) + 1  # strong frames up to and including the first trusted one
+    assert CFG.trust_min_frames <= n < CFG.relock_frames, f"trusted again after {n} strong frames"
+    assert loc.kidnaps == 0
+    assert not [e for _, res, e in rows if res.fix is not None and e > 3.0]
+
+
 def _planted_alias_run(world, backend, index, local: float, seed: int):
     """A search of the whole map (no GPS) whose particles are all moved, at 13 s, to a place 8 m along the road
     ahead of the car with its heading (the road is straight there for 6 s); runs to 24 s. Returns per frame after

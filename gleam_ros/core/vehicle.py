@@ -27,7 +27,8 @@ over the drive:
   road the bird's-eye correlation pins the position along the road weakly, and a search that settled a few metres
   along the road from the car would otherwise stay there. The fix covariance is the mode's particle spread.
   While the posterior is multimodal the modes are ranked hypotheses and there is no fix;
-* **kidnap**: one very poor frame makes a locked track suspect (no fix until it is confirmed again). Weak or
+* **kidnap**: one very poor frame makes a locked track suspect (no fix until it is confirmed again: a run of
+  ``relock_frames`` strong frames, or a shorter one whose z-scores sum to as much). Weak or
   absent evidence (too little or untextured ground, a forest edge, a turn on the spot) is not evidence for being
   elsewhere: the filter coasts on odometry, its spread grows, and it withholds fixes. A kidnap (the car was
   teleported, or the map disagrees) is declared only on evidence against the track: frames that fit it no better
@@ -130,7 +131,9 @@ class VehicleConfig:
     trust_min_frames: int = 3
     trust_z: float = 3.5  # appearance z-score of the mode vs random road poses (EMA) needed to trust
     trust_z_frame: float = 2.5  # ... and of the frame itself
-    relock_frames: int = 6  # frames of z >= trust_z needed to clear a suspicion of a locked track
+    # frames of z >= trust_z needed to clear a suspicion of a locked track (fewer, at least trust_min_frames, when
+    # their z-scores sum to relock_frames * trust_z) and to confirm a track anchored by GPS or re-found
+    relock_frames: int = 6
     # Locking after a search of the whole map: the best of thousands of candidate places always fits a few frames
     # well, so the evidence must hold this many frames and over this much driving (roads diverge; a wrong place
     # runs off the road or the imagery).
@@ -889,6 +892,7 @@ class VehicleLocalizer:
         self._locked = False
         self._suspect = False
         self._good_run = 0
+        self._run_z = 0.0  # sum of the frames' z-scores over that run of strong frames
         self._run_start_dist = self._odo_dist
         self._prev_top: tuple[float, float, float] | None = None
         self._low_z = 0  # frames of evidence against the track (see kidnap_distance_m)
@@ -996,9 +1000,12 @@ class VehicleLocalizer:
             if strong and (same or self._good_run == 0):
                 if self._good_run == 0:
                     self._run_start_dist = self._odo_dist
+                    self._run_z = 0.0
                 self._good_run += 1
+                self._run_z += z_now
             else:
                 self._good_run = 1 if strong else 0
+                self._run_z = z_now if strong else 0.0
                 self._run_start_dist = self._odo_dist
             self._prev_top = (top.x, top.y, self._odo_dist)
         self._road_share = road_share
@@ -1006,7 +1013,8 @@ class VehicleLocalizer:
         if self._locked and (self._z < cfg.trust_z - 1.0 or z_now < cfg.kidnap_z_frame or off_road):
             self._suspect = True  # the evidence sagged: no fix until it has been strong again for a while
             self._good_run = 0
-        if self._suspect and self._good_run >= cfg.relock_frames:
+            self._run_z = 0.0
+        if self._suspect and self._suspicion_cleared():
             self._suspect = False
         lost = False
         # Only frames after the car moved count towards "lost": a car standing or turning on the spot (at a dead
@@ -1094,7 +1102,8 @@ class VehicleLocalizer:
             reason = f"confirming the track: strong for {self._good_run}/{cfg.relock_frames} frames"
         elif self._suspect:
             reason = (f"evidence sagged below {cfg.trust_z - 1.0:.1f}: withholding fixes until strong for "
-                      f"{cfg.relock_frames} frames ({self._good_run} so far)")
+                      f"{cfg.relock_frames} frames, or for {cfg.trust_min_frames} with a summed z of "
+                      f"{cfg.relock_frames * cfg.trust_z:g} ({self._good_run} so far, z {self._run_z:.1f})")
         elif self._converged < cfg.trust_min_frames:
             reason = f"converging ({self._converged}/{cfg.trust_min_frames} frames)"
         trusted = reason == ""
@@ -1158,6 +1167,21 @@ class VehicleLocalizer:
         m2 = float(delta @ np.linalg.solve(cov + top.cov + 1e-6 * np.eye(2), delta))
         dh = abs((top.heading_deg - hd + 180.0) % 360.0 - 180.0)
         return m2 <= 9.21 and dh <= 3.0 * math.hypot(hs, top.heading_std_deg)  # chi2(2 dof, 0.99) = 9.21
+
+    def _suspicion_cleared(self) -> bool:
+        """Whether a suspect locked track has been confirmed again: a run of strong frames at the same place, either
+        ``relock_frames`` long, or at least ``trust_min_frames`` long with the evidence of ``relock_frames`` frames at
+        the trust threshold (the frames' z-scores summed to ``relock_frames * trust_z``).
+
+        The suspect track is one hypothesis (propagated by odometry, not the best of many places found by a search),
+        tested against frames: under a kidnap its frames fit like random places (z about 0, see
+        :meth:`_evidence_z`), so a few frames far above the threshold carry the evidence of more frames at it. A track
+        that was right all along, coming out of a weak stretch (a forest edge, an occluded view), is trusted again
+        that much sooner. The long confirmation after a search of the whole map keeps counting frames and metres.
+        """
+        cfg = self.cfg
+        return self._good_run >= cfg.relock_frames or (
+            self._good_run >= cfg.trust_min_frames and self._run_z >= cfg.relock_frames * cfg.trust_z)
 
     @staticmethod
     def _dist_m(a: _Mode, b: _Mode) -> float:
