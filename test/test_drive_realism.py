@@ -174,4 +174,8 @@ def test_hard_bench_quick_path_runs_and_records_the_misregistration(tmp_path):
     md = (tmp_path / "vehicle_bench.md").read_text()
     assert md == markdown_report(res) and "| hard | ground | gps_lost |" in md and "| easy |" in md
     assert "+2 m E, -1.5 m N (2.5 m)" in md
+    for key, r in res["rows_hard"].items():  # every frame without a fix is counted once, by its reason
+        if r["run"] and key.split("/")[2].startswith("particle_filter"):
+            assert sum(r["no_fix_reasons"].values()) == r["frames"] - r["trusted_fixes"]
+    assert "Why the filter rows' frames had no trusted fix" in md
     assert (tmp_path / "vehicle_ground_hard.png").exists() and (tmp_path / "vehicle_ground.png").exists()

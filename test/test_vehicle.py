@@ -21,7 +21,8 @@ from gleam_ros.core.maps import map_from_array
 from gleam_ros.core.sim.drive import simulate_drive
 from gleam_ros.core.sim.world import WorldConfig, make_world
 from gleam_ros.core.tiles import TileSpec, iter_tiles
-from gleam_ros.core.vehicle import OdometrySample, RoadLayer, VehicleConfig, VehicleLocalizer
+from gleam_ros.core.vehicle import (_REASON_KINDS, OdometrySample, RoadLayer, VehicleConfig, VehicleLocalizer,
+                                     reason_kind)
 
 INTR = CameraIntrinsics.from_fov(240, 180, 90.0)
 SPEC = TileSpec(size_m=100.0, overlap=0.5, gsd_m=0.5)
@@ -97,6 +98,16 @@ def test_kidnap_detected_and_recovered_without_false_fixes(kidnap_run):
     after = [(f.t, e) for f, res, e in rows if f.t > t_kid and res.fix is not None]
     assert after and max(e for _, e in after) < 3.0, f"no accurate trusted fix after the kidnap: {after}"
     assert loc.refound_tracks == 0  # the place found is not the track held before the teleport
+
+
+def test_every_reason_of_a_drive_has_a_short_label(kidnap_run):
+    """The reasons the filter gives on a drive with GPS, a teleport and a map search all map to a summary label."""
+    _, rows = kidnap_run
+    labels = {label for _, label in _REASON_KINDS}
+    kinds = [reason_kind(res.filter.reason) for _, res, _ in rows if res.fix is None]
+    assert kinds and set(kinds) <= labels, f"reasons without a label: {set(kinds) - labels}"
+    assert "kidnap declared" in kinds and "confirming a map-search place" in kinds
+    assert reason_kind("a reason not known yet: details") == "a reason not known yet"
 
 
 def _blank_stretch(world, backend, index, t0: float, t1: float, fill: str):

@@ -365,8 +365,20 @@ def _pooled(runs: list[dict], method: str, gps_key: str = "gps_s") -> dict:
     if "embed_weight" in runs[0]["metrics"][method]:
         m["embed_weight"] = runs[0]["metrics"][method]["embed_weight"]
     m.update(_probe_summary([e for run in runs for e in run["evidence"].get(method, []) if e["t"] >= run[gps_key]]))
+    if method.startswith("particle_filter"):
+        m["no_fix_reasons"] = no_fix_reasons(pooled)
     m["run"] = True
     return m
+
+
+def no_fix_reasons(records: list[FrameRecord]) -> dict[str, int]:
+    """Frames without a trusted fix, counted by what kept each from one (:func:`~.vehicle.reason_kind` of the
+    filter's reason in ``FrameRecord.note``), most frequent first."""
+    from collections import Counter
+
+    from .vehicle import reason_kind
+
+    return dict(Counter(reason_kind(r.note) for r in records if not r.trusted).most_common())
 
 
 def run_vehicle_bench(cfg: VehicleBenchConfig, out: str | Path, command: str = "", log=print) -> dict:
@@ -540,8 +552,30 @@ def markdown_report(res: dict) -> str:
     tables = [("easy", res["rows"])] + ([("hard", res["rows_hard"])] if "rows_hard" in res else [])
     for setting, rows in tables:
         lines += _table(rows, setting if len(tables) > 1 else None)
+    lines += _no_fix_table(tables)
     lines += _evidence_table(tables, (res.get("finetuned") or {}).get("embed_weight"))
     return "\n".join(lines) + "\n"
+
+
+def _no_fix_table(tables: list[tuple[str, dict]]) -> list[str]:
+    """Markdown lines: why the particle-filter rows' frames had no trusted fix (:func:`no_fix_reasons`), each
+    reason as a share of all the row's frames."""
+    out = []
+    for setting, rows in tables:
+        for key, r in rows.items():
+            reasons = r.get("no_fix_reasons")
+            if reasons is None or not r.get("frames"):
+                continue
+            modality, scenario, method = key.split("/")
+            n = r["frames"]
+            why = ", ".join(f"{k} {100 * v / n:.1f} %" for k, v in reasons.items()) or "-"
+            out.append(f"| {setting} | {modality} | {scenario} | {method} | {100 * sum(reasons.values()) / n:.1f} % "
+                       f"| {why} |")
+    if not out:
+        return []
+    return ["Why the filter rows' frames had no trusted fix (the filter's reason for each frame without one, as a share "
+            "of the row's frames):", "",
+            "| setting | camera | scenario | method | no fix | reasons |", "|---|---|---|---|---|---|", *out, ""]
 
 
 def _evidence_table(tables: list[tuple[str, dict]], embed_weight: float | None) -> list[str]:

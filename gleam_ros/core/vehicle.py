@@ -223,6 +223,39 @@ class VehicleConfig:
                               f"({self.n_particles_global})")
 
 
+#: What kept a frame from a fix, by the first clause of :class:`VehicleLocalizer`'s reason: (leading words, short
+#: label), for summaries over a drive (:func:`reason_kind`; the vehicle bench's "why no fix" table).
+_REASON_KINDS = (
+    ("evidence sagged", "re-confirming a suspect track"),
+    ("appearance evidence", "weak evidence in this frame"),
+    ("confirming the track held before", "confirming a re-found track"),
+    ("confirming the place found by the map search", "confirming a map-search place"),
+    ("confirming the track", "confirming the track"),
+    ("multimodal", "multimodal"),
+    ("ambiguous", "ambiguous"),
+    ("posterior spread", "posterior too wide"),
+    ("converging", "converging"),
+    ("estimate is off the map", "off the map"),
+    ("frame shows too little ground", "too little ground in view"),
+    ("frame shows no ground texture", "no ground texture"),
+    ("odometry missing or late", "odometry missing or late"),
+    ("no odometry", "odometry missing or late"),
+    ("appearance no better than at random places", "kidnap declared"),
+    ("the converged mode does not fit", "search restarted"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """A short label for a :class:`VehicleLocalizer` reason (``LocalizationResult.filter.reason``): what kept the
+    frame from a trusted fix, by its first clause (several problems are joined with "; "). A reason not known here
+    keeps its first clause up to a colon."""
+    first = str(reason).split("; ")[0].strip()
+    for prefix, label in _REASON_KINDS:
+        if first.startswith(prefix):
+            return label
+    return first.split(":")[0][:60] or "no reason given"
+
+
 # ------------------------------------------------------------------------------------------------ rasters
 
 
