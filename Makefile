@@ -48,7 +48,7 @@ demo-vehicle: setup
 	.venv/bin/gleam bag simulate --platform vehicle --world $(DEMO)/world --out $(DEMO)/drive.mcap --overwrite \
 	  --frames 121 --fps 1 --gps-dropout 40,110 $(if $(HARD),--hard,)
 	.venv/bin/gleam bag eval --bag $(DEMO)/drive.mcap --index $(DEMO)/index --out $(DEMO)/eval_vehicle \
-	  --map $(DEMO)/world/satellite.tif --param road_layer_path:=$(CURDIR)/$(DEMO)/world
+	  --map $(DEMO)/world/satellite.tif --param road_layer_path:=$(abspath $(DEMO)/world)
 	@echo "plot: $(DEMO)/eval_vehicle/flight.png"
 
 # Pipeline benchmark on a real map (default: the Turku sample next to the checkout): index,
