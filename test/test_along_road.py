@@ -63,8 +63,8 @@ def _view(mosaic: SatelliteMosaic, pose) -> BirdsEye:
     return BirdsEye(f, r, (v / np.linalg.norm(v)).astype(np.float32))
 
 
-CROSS = np.arange(-2, 3) * CFG.bev_res_m  # as the localizer searches: 1 m across in BEV cells
-TURNS = np.arange(-3, 4) * math.degrees(CFG.bev_res_m / CFG.bev_max_m)  # 6 deg, steps of a cell at the far edge
+CROSS = np.arange(-1, 2) * CFG.along_road_step_m  # as the localizer searches: 1 m across, 1 m steps
+TURNS = np.arange(-1, 2) * math.degrees(CFG.along_road_step_m / CFG.bev_max_m)  # 3.6 deg: 1 m at the far edge
 
 
 def _judge(prof: np.ndarray):
@@ -79,14 +79,14 @@ def test_the_profile_peaks_at_the_car_and_an_alias_8_m_on_is_told_to_move_there(
     assert np.allclose(at[OFFSETS == 0][0], CAR)
     v = _judge(prof)
     assert v.state == "peak" and v.best_m == 0.0 and v.margin >= CFG.ambiguity_margin, v
-    # the mode settled 8 m ahead of the car (east), 0.5 m off its lane and turned 3.6 deg: without the search across
-    # and in heading the car's own place would fit poorly from there; with it, the road 8 m behind fits better and the
+    # the mode settled 8 m ahead of the car (east), 1 m off its lane and turned 3.6 deg: without the search across and
+    # in heading the car's own place would fit poorly from there; with it, the road 8 m behind fits better and the
     # best pose there is the car's
-    ahead = (CAR[0] + 8.0, CAR[1] - 0.5, CAR[2] + 3.6)
+    ahead = (CAR[0] + 8.0, CAR[1] - 1.0, CAR[2] + float(TURNS[-1]))
     prof, at = along_road_profile(view, mosaic, ahead, 90.0, OFFSETS, CROSS, TURNS)
     v = _judge(prof)
     assert v.state == "alias" and v.rival_m == -8.0 and v.best_m == -8.0 and v.margin <= -CFG.ambiguity_margin, v
-    assert np.allclose(at[OFFSETS == -8.0][0], CAR, atol=0.3), at[OFFSETS == -8.0]
+    assert np.allclose(at[OFFSETS == -8.0][0], CAR, atol=1e-6), at[OFFSETS == -8.0]
     plain, _ = along_road_profile(view, mosaic, ahead, 90.0, OFFSETS)
     assert plain[OFFSETS == -8.0][0] < prof[OFFSETS == -8.0][0] - 0.3
     # the axis the other way round: the same place is 8 m "ahead"

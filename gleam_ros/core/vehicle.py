@@ -173,14 +173,14 @@ class VehicleConfig:
     # A place found by a search of the whole map is locked only when the road a few metres either way fits worse
     # (VehicleLocalizer._check_along_road): the frames' bird's-eye views are scored at the top mode's pose shifted
     # along the road by multiples of along_road_step_m within local_search_m either way, each offset the best fit
-    # over small shifts across the road (within along_road_cross_m, in BEV cells) and turns (within
-    # along_road_heading_deg, in steps that move the view's far edge by a BEV cell), averaged over the confirmation
+    # over small shifts across the road (within along_road_cross_m, by the same step) and turns (within
+    # along_road_heading_deg, in steps that move the view's far edge by that step), averaged over the confirmation
     # run; an offset better by ambiguity_margin moves the search there, one about as good (a flat or two-peak
     # profile) withholds the lock.
     along_road_check: bool = True
     along_road_step_m: float = 1.0  # two BEV cells: finer than the fit's peak (bev_highpass_m wide)
     along_road_cross_m: float = 1.0  # the spread across the road of the along-road draws (_along_road)
-    along_road_heading_deg: float = 6.0  # 1.5 x the 4 deg heading spread of the along-road draws
+    along_road_heading_deg: float = 6.0  # 1.5 x the 4 deg heading spread of the along-road draws (3.6 deg steps)
 
     def __post_init__(self) -> None:
         if self.modality not in VEHICLE_MODALITIES:
@@ -985,15 +985,16 @@ class VehicleLocalizer:
         self._ar_reason = ""
 
     def _check_along_road(self, bev: BirdsEye | None, top: _Mode) -> None:
-        """While a place found by the map search is being confirmed (a run of strong frames, not locked), score the
-        frame's bird's-eye view at the top mode's pose shifted along the road by multiples of ``along_road_step_m``
-        within ``local_search_m`` either way, each offset at its best pose within ``along_road_cross_m`` across and
+        """While a place found by the map search is being confirmed (a run of strong frames, not locked) and the top
+        mode is tight enough to be locked (``trust_mode_weight``, ``trust_spread_m``), score the frame's bird's-eye
+        view at the top mode's pose shifted along the road by multiples of ``along_road_step_m`` within
+        ``local_search_m`` either way, each offset at its best pose within ``along_road_cross_m`` across and
         ``along_road_heading_deg`` of turn (:func:`along_road_profile`; offsets whose place is off the roads /
-        imagery are left out), add it to the run's profile and judge the mean (:func:`along_road_verdict`;
-        the place itself is the offsets within a BEV cell plus the mode's spread along the road, its fit's flanks
+        imagery are left out), add it to the run's profile and judge the mean (:func:`along_road_verdict`; the place
+        itself is the offsets within a BEV cell plus the mode's spread along the road, its fit's flanks
         ``bev_highpass_m`` beyond, the margin ``ambiguity_margin``, as between rival modes). After
-        ``trust_min_frames`` frames an offset that fits clearly better moves half of the mode's particles there and
-        the confirmation starts over; one that fits about as well withholds the lock (:meth:`_along_road_clear`).
+        ``trust_min_frames`` such frames an offset that fits clearly better moves half of the mode's particles there
+        and the confirmation starts over; one that fits about as well withholds the lock (:meth:`_along_road_clear`).
         """
         cfg = self.cfg
         self._ar_reason = ""
@@ -1001,16 +1002,18 @@ class VehicleLocalizer:
             return
         if self._good_run <= 1:  # no confirmation run, or a new one
             self._reset_along_road()
-        if self._good_run == 0 or bev is None or not top.members.any():
+        tight = top.weight >= cfg.trust_mode_weight and top.spread_m <= cfg.trust_spread_m
+        if self._good_run == 0 or bev is None or not tight:  # only a place that could be locked now is profiled
             return
         cx, cy, axis = self._mode_axis(top)
         a = math.radians(axis)
         u = np.array([math.sin(a), math.cos(a)])
         tol = cfg.bev_res_m + math.sqrt(max(float(u @ top.cov @ u), 0.0))
         offs = _steps(cfg.local_search_m, cfg.along_road_step_m)
-        turns = _steps(cfg.along_road_heading_deg, math.degrees(cfg.bev_res_m / cfg.bev_max_m))
+        step = cfg.along_road_step_m  # the same grid across the road, and turns that move the view's far edge by it
+        turns = _steps(cfg.along_road_heading_deg, math.degrees(step / cfg.bev_max_m))
         prof, at = along_road_profile(bev, self._mosaic, (cx, cy, top.heading_deg), axis, offs,
-                                      _steps(cfg.along_road_cross_m, cfg.bev_res_m), turns)
+                                      _steps(cfg.along_road_cross_m, step), turns)
         on = self._road_points(cx + offs * u[0], cy + offs * u[1]) | (np.abs(offs) <= tol)
         prof = np.where(on, prof, np.nan)
         if self._ar_sum is None:
