@@ -174,17 +174,19 @@ def test_one_poor_frame_is_cleared_by_the_summed_evidence_of_fewer_strong_frames
     assert not [e for _, res, e in rows if res.fix is not None and e > 3.0]
 
 
-def _planted_alias_run(world, backend, index, local: float, seed: int):
+def _planted_alias_run(world, backend, index, local: float, seed: int, duration_s: float = 26.0,
+                       until_s: float = 24.0, **cfg_kw):
     """A search of the whole map (no GPS) whose particles are all moved, at 13 s, to a place 8 m along the road
-    ahead of the car with its heading (the road is straight there for 6 s); runs to 24 s. Returns per frame after
-    the planting (t, error of the top hypothesis, trusted)."""
-    frames, odom = simulate_drive(world, duration_s=26.0, fps=2.0, modality="ground", intr=INTR, rng=1,
+    ahead of the car with its heading (the road is straight there for 6 s); runs to ``until_s`` (the drive's route
+    depends on ``duration_s``). Returns per frame after the planting (t, error of the top hypothesis, trusted), the
+    localizer and the frames' reasons."""
+    frames, odom = simulate_drive(world, duration_s=duration_s, fps=2.0, modality="ground", intr=INTR, rng=1,
                                   season="autumn")
-    loc = VehicleLocalizer(backend, index, replace(CFG, local_inject_fraction=local), roads=RoadLayer.from_world(world),
-                           seed=seed)
+    loc = VehicleLocalizer(backend, index, replace(CFG, local_inject_fraction=local, **cfg_kw),
+                           roads=RoadLayer.from_world(world), seed=seed)
     rng = np.random.default_rng(0)
-    out, k = [], 0
-    for f in (f for f in frames if 13.0 <= f.t <= 24.0):
+    out, k, reasons = [], 0, []
+    for f in (f for f in frames if 13.0 <= f.t <= until_s):
         while k < len(odom) and odom[k].t <= f.t:
             loc.on_odometry(odom[k])
             k += 1
@@ -199,8 +201,8 @@ def _planted_alias_run(world, backend, index, local: float, seed: int):
             continue
         top = res.fix or res.hypotheses[0]
         out.append((f.t, float(distance_m(top.lat, top.lon, f.lat, f.lon)), res.fix is not None))
-    assert loc.status()["global_search"]
-    return out
+        reasons.append(res.filter.reason)
+    return out, loc, reasons
 
 
 def test_global_search_escapes_a_mode_along_the_road_from_the_car(world, backend, index):
@@ -209,16 +211,38 @@ def test_global_search_escapes_a_mode_along_the_road_from_the_car(world, backend
     that tells the two apart (13-18 s here), and resampling has no particles at the car. Re-drawing some particles
     each frame along the road through the search's modes (local_inject_fraction) lets the filter move to the car when
     the view does tell them apart; without it, 2 of these 3 filter seeds stay on the alias. No trusted fix at the
-    wrong place meanwhile."""
+    wrong place meanwhile. (The along-road check of a place about to be locked is off here: it would move the search
+    to the car by itself, see test_a_place_found_by_the_map_search_is_not_locked_where_the_road_on_fits_better.)"""
     ends = {}
     for local in (CFG.local_inject_fraction, 0.0):
         for seed in (0, 1, 2):
-            rows = _planted_alias_run(world, backend, index, local, seed)
+            rows, loc, _ = _planted_alias_run(world, backend, index, local, seed, along_road_check=False)
+            assert loc.status()["global_search"]
             assert not [(t, e) for t, e, fix in rows if fix and e > 3.0], (local, seed, rows)
             assert all(6.0 < e < 11.0 for t, e, _ in rows if t <= 18.0), (local, seed, rows)  # on the alias
             ends[local, seed] = max(e for t, e, _ in rows if t >= 23.0)
     assert all(ends[CFG.local_inject_fraction, s] < 1.0 for s in (0, 1, 2)), ends
     assert sum(ends[0.0, s] < 1.0 for s in (0, 1, 2)) <= 1, ends
+
+
+def test_a_place_found_by_the_map_search_is_not_locked_where_the_road_on_fits_better(world, backend, index):
+    """The planted along-road alias (all particles 8 m ahead of the car during a map search) with the along-road
+    draws off (local_inject_fraction=0), on the 36 s drive's route, where filter seed 0 confirms and trusts the alias
+    (9.1 m off from 24 s) without the along-road check. With it, no trusted fix lies more than 5 m from the car: the
+    profile of the frames at the mode shifted along the road finds the car about 8 m behind, says so and moves the
+    search there, and the car's own place is then confirmed and trusted (the check does not block it)."""
+    rows, loc, _ = _planted_alias_run(world, backend, index, 0.0, 0, duration_s=36.0, until_s=36.0,
+                                      along_road_check=False)
+    assert loc.along_road_moves == 0
+    assert [e for _, e, fix in rows if fix and e > 5.0], rows  # without the check: trusted on the alias
+    for seed in (0, 1, 2):
+        rows, loc, reasons = _planted_alias_run(world, backend, index, 0.0, seed, duration_s=36.0, until_s=36.0)
+        assert not [(t, e) for t, e, fix in rows if fix and e > 5.0], (seed, rows)
+        assert [(t, e) for t, e, fix in rows if fix and e <= 5.0], (seed, rows)
+        st = loc.status()
+        assert st["locked"] and st["along_road_moves"] >= 1 and st["along_road_state"] == "peak"
+        moved = [r for r in reasons if r.startswith("along-road alias: the road")]
+        assert moved and "m behind fits better" in moved[0], moved  # the car is behind the planted place
 
 
 def test_no_fix_while_two_identical_places(world, backend):

@@ -177,6 +177,7 @@ def test_odometry_attitude_reaches_the_localizer_and_its_diagnostics(drive):
         res = loc.localize(f.image, f.t, intrinsics=INTR, gps_prior=PositionPrior(f.lat, f.lon, 10.0))
         d = status_values(loc.status())
         assert res.hypotheses
+        assert d["along_road_state"] == "unknown"  # anchored by GPS: no map search to check along the road
         if att is not None:
             assert d["attitude"] == "odometry" and (d["body_pitch_deg"], d["body_roll_deg"]) == ("1.80", "-0.70")
         else:

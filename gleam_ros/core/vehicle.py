@@ -173,6 +173,17 @@ class VehicleConfig:
     road_pitch_gain: float = 0.3  # weight of one frame's measurement
     road_pitch_max_deg: float = 6.0  # bound of the estimate
     road_pitch_particles: int = 64  # the track's heaviest particles the probes are scored at
+    # A place found by a search of the whole map is locked only when the road a few metres either way fits worse
+    # (VehicleLocalizer._check_along_road): the frames' bird's-eye views are scored at the top mode's pose shifted
+    # along the road by multiples of along_road_step_m within local_search_m either way, each offset the best fit
+    # over small shifts across the road (within along_road_cross_m, by the same step) and turns (within
+    # along_road_heading_deg, in steps that move the view's far edge by that step), averaged over the confirmation
+    # run; an offset better by ambiguity_margin moves the search there, one about as good (a flat or two-peak
+    # profile) withholds the lock.
+    along_road_check: bool = True
+    along_road_step_m: float = 1.0  # two BEV cells: finer than the fit's peak (bev_highpass_m wide)
+    along_road_cross_m: float = 1.0  # the spread across the road of the along-road draws (_along_road)
+    along_road_heading_deg: float = 6.0  # 1.5 x the 4 deg heading spread of the along-road draws (3.6 deg steps)
 
     def __post_init__(self) -> None:
         if self.modality not in VEHICLE_MODALITIES:
@@ -184,9 +195,9 @@ class VehicleConfig:
             v = getattr(self, f.name)
             if f.name == "modality":
                 continue
-            if f.name == "road_pitch":
+            if f.name in ("road_pitch", "along_road_check"):
                 if not isinstance(v, bool):
-                    raise ConfigError(f"VehicleConfig.road_pitch must be true or false, got {v!r}")
+                    raise ConfigError(f"VehicleConfig.{f.name} must be true or false, got {v!r}")
                 continue
             if f.name in ints:
                 if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < ints[f.name]:
@@ -199,7 +210,7 @@ class VehicleConfig:
                                  "trust_z_frame", "kidnap_z_frame", "ambiguity_margin", "mode_floor", "relock_distance_m",
                                  "kidnap_distance_m",
                                  "kidnap_z", "road_off_weight", "inject_fraction", "local_inject_fraction",
-                                 "local_search_m")
+                                 "local_search_m", "along_road_cross_m", "along_road_heading_deg")
             if f.name == "camera_pitch_deg":
                 if abs(v) >= 60:
                     raise ConfigError(f"VehicleConfig.camera_pitch_deg must be within (-60, 60), got {v!r}")
@@ -212,6 +223,12 @@ class VehicleConfig:
         for name, hi in (("road_pitch_step_deg", 5.0), ("road_pitch_gain", 1.0), ("road_pitch_max_deg", 20.0)):
             if getattr(self, name) > hi:
                 raise ConfigError(f"VehicleConfig.{name} must be within (0, {hi:g}], got {getattr(self, name)!r}")
+        if self.along_road_step_m > max(self.local_search_m, self.bev_res_m):
+            raise ConfigError(f"VehicleConfig.along_road_step_m must be within (0, local_search_m], got "
+                              f"{self.along_road_step_m!r}")
+        for name, hi in (("along_road_cross_m", 5.0), ("along_road_heading_deg", 20.0)):
+            if getattr(self, name) > hi:
+                raise ConfigError(f"VehicleConfig.{name} must be within [0, {hi:g}], got {getattr(self, name)!r}")
         if self.max_body_tilt_deg > 45:
             raise ConfigError(f"VehicleConfig.max_body_tilt_deg must be within (0, 45], got {self.max_body_tilt_deg!r}")
         if not self.bev_min_m < self.bev_max_m:
@@ -230,6 +247,8 @@ _REASON_KINDS = (
     ("appearance evidence", "weak evidence in this frame"),
     ("confirming the track held before", "confirming a re-found track"),
     ("confirming the place found by the map search", "confirming a map-search place"),
+    ("along-road alias", "along-road alias: moving the search"),
+    ("along-road ambiguity", "along-road ambiguity"),
     ("confirming the track", "confirming the track"),
     ("multimodal", "multimodal"),
     ("ambiguous", "ambiguous"),
@@ -568,6 +587,70 @@ def bev_ncc(bev: BirdsEye, mosaic: SatelliteMosaic, x: np.ndarray, y: np.ndarray
     return ncc, cov
 
 
+@dataclass(frozen=True)
+class AlongRoadVerdict:
+    """What the along-road profile of a place says (:func:`along_road_verdict`).
+
+    ``state``: ``"peak"`` (the place fits better than the road either way: it may be locked), ``"alias"`` (the road
+    ``rival_m`` metres on fits better by at least the margin: the car is there), ``"ambiguous"`` (an offset there
+    fits about as well: a flat or repetitive road, no fix) or ``"unknown"`` (the place itself was not scored).
+    ``margin``: the place's own peak minus the best offset outside it (NCC; negative: the rival fits better);
+    ``best_m``: the offset of the profile's maximum; ``rival_m``: the best offset outside the place's own peak.
+    """
+
+    state: str
+    margin: float
+    best_m: float
+    rival_m: float
+
+
+def along_road_profile(bev: BirdsEye, mosaic: SatelliteMosaic, pose: tuple[float, float, float], axis_deg: float,
+                       offsets: np.ndarray, cross_m: tuple | np.ndarray = (0.0,),
+                       dheading_deg: tuple | np.ndarray = (0.0,)) -> tuple[np.ndarray, np.ndarray]:
+    """The fit of ``bev`` along the road through ``pose`` (x, y, heading): for each of ``offsets`` metres along
+    ``axis_deg`` (clockwise from north; positive = that way) the best NCC over the shifts ``cross_m`` across it
+    (positive = to the right of the axis) and the turns ``dheading_deg``, so each offset is scored at its own best
+    pose, as the filter's particles would find it (NaN where no pose is at least half on imagery); and that best
+    pose per offset (M, 3: x, y, heading)."""
+    a = math.radians(axis_deg)
+    o, c, dh = np.meshgrid(np.asarray(offsets, float), np.asarray(cross_m, float), np.asarray(dheading_deg, float),
+                           indexing="ij")
+    x = pose[0] + o * math.sin(a) + c * math.cos(a)
+    y = pose[1] + o * math.cos(a) - c * math.sin(a)
+    h = (pose[2] + dh.ravel()) % 360.0
+    ncc, covf = bev_ncc(bev, mosaic, x.ravel(), y.ravel(), h)
+    fit = np.where(covf >= 0.5, ncc, -np.inf).reshape(len(o), -1)
+    j = np.argmax(fit, axis=1)
+    best = fit[np.arange(len(o)), j]
+    at = np.stack([x.reshape(len(o), -1), y.reshape(len(o), -1), h.reshape(len(o), -1)], axis=-1)[np.arange(len(o)), j]
+    return np.where(np.isfinite(best), best, np.nan), at
+
+
+def along_road_verdict(offsets: np.ndarray, profile: np.ndarray, tol_m: float, width_m: float,
+                       margin: float) -> AlongRoadVerdict:
+    """Whether a place is the peak of its along-road ``profile`` (the fit at ``offsets`` metres along the road).
+
+    Offsets within ``tol_m`` are the place itself (its own spread and a BEV cell); the fit of a view falls off over
+    ``width_m`` (the high-pass scale), so offsets within ``tol_m + width_m`` are the flanks of the same peak and
+    are not compared. The place is the peak when it beats every offset beyond by ``margin``; it is an alias when
+    one of them beats it by ``margin``; otherwise (a flat profile, two about equal peaks) it is ambiguous.
+    """
+    offsets, profile = np.asarray(offsets, float), np.asarray(profile, float)
+    valid = np.isfinite(profile)
+    own_sel = valid & (np.abs(offsets) <= tol_m)
+    far_sel = valid & (np.abs(offsets) >= tol_m + width_m)
+    best = float(offsets[np.argmax(np.where(valid, profile, -np.inf))]) if valid.any() else math.nan
+    if not own_sel.any():
+        return AlongRoadVerdict("unknown", math.nan, best, math.nan)
+    own = float(profile[own_sel].max())
+    if not far_sel.any():  # nothing along this road to mistake the place for (a short road, the map's edge)
+        return AlongRoadVerdict("peak", math.inf, best, math.nan)
+    i = int(np.argmax(np.where(far_sel, profile, -np.inf)))
+    d = own - float(profile[i])
+    state = "peak" if d >= margin else "alias" if -d >= margin else "ambiguous"
+    return AlongRoadVerdict(state, d, best, float(offsets[i]))
+
+
 # ------------------------------------------------------------------------------------------------ filter
 
 
@@ -584,6 +667,12 @@ class _Mode:
     @property
     def spread_m(self) -> float:
         return float(math.sqrt(max(np.linalg.eigvalsh(self.cov).max(), 0.0)))
+
+
+def _steps(half: float, step: float) -> np.ndarray:
+    """Multiples of ``step`` within ``half`` either way (0 alone when ``half`` < ``step``)."""
+    k = int(math.floor(half / step + 1e-9))
+    return np.arange(-k, k + 1) * step
 
 
 def _circ_mean_std(deg: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -626,6 +715,7 @@ class VehicleLocalizer:
         self.refound_tracks = 0  # map searches after a kidnap that re-found the track held before it
         self.rejected_odometry = 0
         self.attitude_fallbacks = 0  # frames projected with the configured mounting pitch alone (no usable attitude)
+        self.along_road_moves = 0  # map searches moved to a better place along the road (_check_along_road)
         self.reset()
 
     # ---------------------------------------------------------------- state
@@ -676,6 +766,12 @@ class VehicleLocalizer:
             # added to mounting + body pitch: the camera's pitch against the road (hills, mount error), estimated
             "road_pitch_deg": self.road_pitch.offset_deg,
             "road_pitch_updates": self.road_pitch.updates,
+            # the along-road profile of the place being confirmed after a map search (_check_along_road)
+            "along_road_state": self._ar_verdict.state,
+            "along_road_best_offset_m": self._ar_verdict.best_m,
+            "along_road_margin": self._ar_verdict.margin,
+            "along_road_frames": self._ar_frames,
+            "along_road_moves": self.along_road_moves,
         }
 
     # ---------------------------------------------------------------- odometry
@@ -893,15 +989,7 @@ class VehicleLocalizer:
         cfg = self.cfg
         if n <= 0:
             return np.zeros((0, 3))
-        mem, w = md.members, self.w[md.members]
-        w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
-        cx, cy = float(w @ self.p[mem, 0]), float(w @ self.p[mem, 1])
-        hd, _ = _circ_mean_std(self.p[mem, 2], w)
-        axis = hd
-        if self.roads is not None:
-            ax = float(self.roads.axis_deg(np.array([cx]), np.array([cy]), self._mosaic.crs)[0])
-            if math.isfinite(ax):  # the axis (modulo 180) the way the mode heads
-                axis = ax if abs((hd - ax + 180.0) % 360.0 - 180.0) <= 90.0 else ax + 180.0
+        cx, cy, axis = self._mode_axis(md)
         m = 2 * n
         a = np.radians(axis)
         u = self.rng.uniform(-cfg.local_search_m, cfg.local_search_m, m)
@@ -911,6 +999,98 @@ class VehicleLocalizer:
         h = axis + np.where(self.rng.uniform(size=m) < 0.25, 180.0, 0.0) + self.rng.normal(0.0, 4.0, m)
         ok = self._road_points(x, y)
         return np.stack([x[ok], y[ok], h[ok] % 360.0], axis=1)[:n]
+
+    def _mode_axis(self, md: _Mode) -> tuple[float, float, float]:
+        """The weighted centre (x, y) of mode ``md``'s particles and the road axis through it, degrees clockwise
+        from north, the way the mode heads (the mode's heading without a road layer or off it)."""
+        mem, w = md.members, self.w[md.members]
+        w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+        cx, cy = float(w @ self.p[mem, 0]), float(w @ self.p[mem, 1])
+        hd, _ = _circ_mean_std(self.p[mem, 2], w)
+        axis = hd
+        if self.roads is not None:
+            ax = float(self.roads.axis_deg(np.array([cx]), np.array([cy]), self._mosaic.crs)[0])
+            if math.isfinite(ax):  # the axis (modulo 180) the way the mode heads
+                axis = ax if abs((hd - ax + 180.0) % 360.0 - 180.0) <= 90.0 else ax + 180.0
+        return cx, cy, axis
+
+    def _reset_along_road(self) -> None:
+        """Forget the along-road profile (a new confirmation run, a new search)."""
+        self._ar_sum: np.ndarray | None = None  # per offset: sum of the frames' profiles, and how many scored it
+        self._ar_cnt: np.ndarray | None = None
+        self._ar_frames = 0
+        self._ar_verdict = AlongRoadVerdict("unknown", math.nan, math.nan, math.nan)
+        self._ar_reason = ""
+
+    def _check_along_road(self, bev: BirdsEye | None, top: _Mode) -> None:
+        """While a place found by the map search is being confirmed (a run of strong frames, not locked) and the top
+        mode is tight enough to be locked (``trust_mode_weight``, ``trust_spread_m``), score the frame's bird's-eye
+        view at the top mode's pose shifted along the road by multiples of ``along_road_step_m`` within
+        ``local_search_m`` either way, each offset at its best pose within ``along_road_cross_m`` across and
+        ``along_road_heading_deg`` of turn (:func:`along_road_profile`; offsets whose place is off the roads /
+        imagery are left out), add it to the run's profile and judge the mean (:func:`along_road_verdict`; the place
+        itself is the offsets within a BEV cell plus the mode's spread along the road, its fit's flanks
+        ``bev_highpass_m`` beyond, the margin ``ambiguity_margin``, as between rival modes). After
+        ``trust_min_frames`` such frames an offset that fits clearly better moves half of the mode's particles there
+        and the confirmation starts over; one that fits about as well withholds the lock (:meth:`_along_road_clear`).
+        """
+        cfg = self.cfg
+        self._ar_reason = ""
+        if not cfg.along_road_check:
+            return
+        if self._good_run <= 1:  # no confirmation run, or a new one
+            self._reset_along_road()
+        tight = top.weight >= cfg.trust_mode_weight and top.spread_m <= cfg.trust_spread_m
+        if self._good_run == 0 or bev is None or not tight:  # only a place that could be locked now is profiled
+            return
+        cx, cy, axis = self._mode_axis(top)
+        a = math.radians(axis)
+        u = np.array([math.sin(a), math.cos(a)])
+        tol = cfg.bev_res_m + math.sqrt(max(float(u @ top.cov @ u), 0.0))
+        offs = _steps(cfg.local_search_m, cfg.along_road_step_m)
+        step = cfg.along_road_step_m  # the same grid across the road, and turns that move the view's far edge by it
+        turns = _steps(cfg.along_road_heading_deg, math.degrees(step / cfg.bev_max_m))
+        prof, at = along_road_profile(bev, self._mosaic, (cx, cy, top.heading_deg), axis, offs,
+                                      _steps(cfg.along_road_cross_m, step), turns)
+        on = self._road_points(cx + offs * u[0], cy + offs * u[1]) | (np.abs(offs) <= tol)
+        prof = np.where(on, prof, np.nan)
+        if self._ar_sum is None:
+            self._ar_sum, self._ar_cnt = np.zeros(len(offs)), np.zeros(len(offs))
+        ok = np.isfinite(prof)
+        self._ar_sum += np.where(ok, prof, 0.0)
+        self._ar_cnt += ok
+        self._ar_frames += 1
+        mean = np.where(self._ar_cnt > 0, self._ar_sum / np.maximum(self._ar_cnt, 1), np.nan)
+        v = along_road_verdict(offs, mean, tol, max(cfg.bev_highpass_m, cfg.bev_res_m), cfg.ambiguity_margin)
+        self._ar_verdict = v
+        if self._ar_frames < cfg.trust_min_frames or v.state not in ("alias", "ambiguous"):
+            return
+        where = f"the road {abs(v.rival_m):.0f} m {'ahead' if v.rival_m > 0 else 'behind'}"
+        if v.state == "ambiguous":
+            self._ar_reason = (f"along-road ambiguity: {where} fits about as well (NCC {-v.margin:+.2f} over "
+                               f"{self._ar_frames} frames)")
+            return
+        # half of the mode (the rest stays in case the profile misled) to the rival's best pose of this frame
+        move = np.flatnonzero(top.members)[::2]
+        i = int(np.flatnonzero(offs == v.rival_m)[0])
+        dest = at[i] if np.isfinite(prof[i]) else (cx + v.rival_m * u[0], cy + v.rival_m * u[1], top.heading_deg)
+        self.p[move, 0] += dest[0] - cx
+        self.p[move, 1] += dest[1] - cy
+        self.p[move, 2] = (self.p[move, 2] + dest[2] - top.heading_deg) % 360.0
+        self.s[move] = np.nan
+        self.along_road_moves += 1
+        frames = self._ar_frames
+        self._good_run = 0  # a different place: its confirmation starts over
+        self._reset_along_road()
+        self._ar_verdict = v
+        self._ar_reason = (f"along-road alias: {where} fits better (NCC {-v.margin:+.2f} over {frames} frames): "
+                           "moving the search there")
+
+    def _along_road_clear(self) -> bool:
+        """Whether the along-road profile lets the place being confirmed be locked: the place is its peak, judged
+        over at least ``trust_min_frames`` frames (always, with ``along_road_check`` off)."""
+        return not self.cfg.along_road_check or (self._ar_frames >= self.cfg.trust_min_frames
+                                                 and self._ar_verdict.state == "peak")
 
     def _spread(self, n: int, centre: tuple[float, float] | None = None, radius: float | None = None) -> None:
         """Start over: ``n`` particles on the roads of the mosaic (or of a disc), equal weights."""
@@ -933,6 +1113,7 @@ class VehicleLocalizer:
         self._converged = 0
         self._global = global_search
         self._shadow: np.ndarray | None = None  # the track held before a declared kidnap, moved by odometry only
+        self._reset_along_road()
 
     # ---------------------------------------------------------------- main entry
     def localize(self, image: np.ndarray, t: float, intrinsics: CameraIntrinsics | None = None,
@@ -1094,6 +1275,10 @@ class VehicleLocalizer:
             self._modes = self._find_modes()
             top = self._modes[0]
             tight = False
+        if self._global and gps_prior is None and not self._locked:  # a place found by the map search
+            t2 = time.perf_counter()
+            self._check_along_road(bev if informative else None, top)
+            timings["along_road"] = (time.perf_counter() - t2) * 1e3
         # ---- trust
         self._converged = self._converged + 1 if tight else 0
         refound = self._global and tight and self._refound(top)
@@ -1103,6 +1288,8 @@ class VehicleLocalizer:
         else:  # anchored (particles spread around a GPS fix, or the map search re-found the track held before a
             # declared kidnap): not the best of thousands of places, the short confirmation suffices
             confirmed = self._good_run >= cfg.relock_frames
+        if self._global and gps_prior is None:  # and the road a few metres either way must fit worse
+            confirmed = confirmed and self._along_road_clear()
         if tight and self._z >= cfg.trust_z and (gps_prior is not None or confirmed):
             self._locked = True
             if refound:
@@ -1124,6 +1311,8 @@ class VehicleLocalizer:
             reason = f"posterior spread {top.spread_m:.1f} m > {cfg.trust_spread_m} m"
         elif not (self._z >= cfg.trust_z and z_now >= cfg.trust_z_frame):
             reason = f"appearance evidence z={z_now:.1f} (mean {self._z:.1f}) < {cfg.trust_z}"
+        elif not self._locked and self._global and gps_prior is None and self._ar_reason:
+            reason = self._ar_reason
         elif not self._locked and refound:
             reason = (f"confirming the track held before the kidnap, re-found by the map search: strong for "
                       f"{self._good_run}/{cfg.relock_frames} frames")

@@ -141,14 +141,17 @@ def status_values(status: dict[str, Any]) -> dict[str, str]:
 
     ``attitude`` says whether the last frame's bird's-eye view used the body attitude of the odometry
     orientation or, and why, the configured mounting pitch alone; ``attitude_fallback_frames`` counts the latter;
-    ``road_pitch_deg`` is the learned correction added to mounting + body pitch (a hill, a mount error).
+    ``road_pitch_deg`` is the learned correction added to mounting + body pitch (a hill, a mount error);
+    ``along_road_*`` what the along-road check of a place found by the map search says (``peak`` / ``alias`` /
+    ``ambiguous`` / ``unknown``, the profile's best offset and the place's margin over the road either way).
     """
     names = {"n_particles": "particles", "n_modes": "modes", "top_mode_weight": "top_mode_weight",
              "spread_m": "spread_m", "appearance_z": "appearance_z", "locked": "locked",
              "global_search": "global_search", "odom_age_s": "odom_lag_s", "kidnaps": "kidnaps",
              "last_reason": "vehicle_last_reason", "attitude": "attitude", "body_pitch_deg": "body_pitch_deg",
              "body_roll_deg": "body_roll_deg", "attitude_fallbacks": "attitude_fallback_frames",
-             "road_pitch_deg": "road_pitch_deg"}
+             "road_pitch_deg": "road_pitch_deg", "along_road_state": "along_road_state",
+             "along_road_best_offset_m": "along_road_best_offset_m", "along_road_margin": "along_road_margin"}
     out = {}
     for key, name in names.items():
         if key not in status:
