@@ -282,7 +282,7 @@ def _probe_summary(per_frame: list[dict]) -> dict:
 def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, scenario: str, seed: int,
               log=print, realism: DriveRealism | None = None, attitude: bool = True,
               ft: Finetuned | None = None, ft_index=None, probes: dict | None = None,
-              vehicle: dict | None = None) -> dict:
+              vehicle: dict | None = None, on_frame=None) -> dict:
     """Render one drive (with ``realism`` when given) and run the particle filter and retrieval on it;
     returns records and metrics. ``attitude=False`` strips the body attitude from the odometry (the filter then
     projects every frame with the configured mounting pitch, as before the odometry carried it). With ``ft``
@@ -290,7 +290,8 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
     rows (``particle_filter_finetuned`` with the embedding term, ``retrieval_finetuned``), frame by frame
     interleaved with the others. ``probes`` (retrieval method -> :class:`EmbedProbe` of its encoder and index)
     adds each retrieval row's embedding evidence. ``vehicle``: :class:`VehicleConfig` fields to set for every
-    filter of the drive (an ablation, e.g. ``{"road_pitch": False}``)."""
+    filter of the drive (an ablation, e.g. ``{"road_pitch": False}``). ``on_frame(method, localizer, record)`` is
+    called after each filter frame (a per-frame trace: ``tools/vehicle_trace.py``)."""
     from .camera import CameraIntrinsics
     from .localizer import PositionPrior
     from .sim.drive import simulate_drive
@@ -330,6 +331,8 @@ def run_drive(world, index, backend, cfg: VehicleBenchConfig, modality: str, sce
             t0 = time.perf_counter()
             res = loc.localize(f.image, f.t, intrinsics=intr if modality == "ground" else None, gps_prior=prior)
             recs[name].append(_record(f, res, (time.perf_counter() - t0) * 1e3))
+            if on_frame is not None:
+                on_frame(name, loc, recs[name][-1])
         for name, (b, ix) in retrievals.items():
             rec, ev = _retrieval_record(f, b, ix, modality, probes.get(name))
             recs[name].append(rec)

@@ -4,10 +4,11 @@ The bird's-eye view of a forward camera needs the camera's pitch *against the ro
 point 16 m ahead by about 3 m. What a car knows is the pitch against gravity (an IMU / AHRS in the odometry's
 orientation) plus the mounting pitch it was configured with. On a hill the road's grade is in the IMU's pitch and
 not in the view; a mis-calibrated mount, or an IMU mounted a little off level, is in neither. All three change
-slowly (the grade over tens of metres, the others not at all), so while a track is locked the localizer
-measures what is left: it projects the frame at the current estimate and a step either side, correlates each
-with the satellite imagery at the track's best particles, and moves the estimate to the peak of the parabola
-through the three scores (:class:`RoadPitch`). The body's fast pitching on its springs stays with the IMU.
+slowly (the grade over tens of metres, the others not at all), so while its top mode is tight (a locked track,
+one anchored by GPS, or a place a search converged on and is confirming) the localizer measures what is left:
+it projects the frame at the current estimate and a step either side, correlates each with the satellite
+imagery at the mode's best particles, and moves the estimate to the peak of the parabola through the three
+scores (:class:`RoadPitch`). The body's fast pitching on its springs stays with the IMU.
 """
 
 from __future__ import annotations

@@ -166,8 +166,9 @@ class VehicleConfig:
     mode_floor: float = 0.05  # share of particles resampling keeps on each rival mode
     mosaic_radius_m: float = 1500.0  # satellite mosaic around the area of interest
     gps_sigma_floor_m: float = 2.0
-    # The camera's pitch against the road, estimated on line while the track is locked (core.road_pitch): what the
-    # IMU's pitch against gravity and the configured mounting pitch miss (a hill's grade, a mis-calibrated mount).
+    # The camera's pitch against the road, estimated on line (core.road_pitch) whenever the top mode is tight (a
+    # locked track, one anchored by GPS, or a place a search converged on): what the IMU's pitch against gravity and
+    # the configured mounting pitch miss (a hill's grade, a mis-calibrated mount).
     road_pitch: bool = True
     road_pitch_step_deg: float = 0.75  # probes either side of the estimate
     road_pitch_gain: float = 0.3  # weight of one frame's measurement
@@ -1329,7 +1330,7 @@ class VehicleLocalizer:
         elif self._converged < cfg.trust_min_frames:
             reason = f"converging ({self._converged}/{cfg.trust_min_frames} frames)"
         trusted = reason == ""
-        if cfg.road_pitch and informative and tight and not self._suspect and (self._locked or gps_prior is not None):
+        if cfg.road_pitch and informative and tight and not self._suspect:
             t2 = time.perf_counter()
             self._probe_road_pitch(image, intrinsics, body_pitch, body_roll, top)
             timings["road_pitch"] = (time.perf_counter() - t2) * 1e3
@@ -1509,8 +1510,16 @@ class VehicleLocalizer:
     def _probe_road_pitch(self, image: np.ndarray, intrinsics: CameraIntrinsics | None, body_pitch: float,
                           body_roll: float, top: _Mode) -> None:
         """Score the frame's bird's-eye view at the road-pitch estimate and a step either side (each on at most
-        ``max_bev_cells`` evenly spaced cells) against the imagery at the track's heaviest particles (weighted mean
-        NCC) and update the estimate (:class:`RoadPitch`)."""
+        ``max_bev_cells`` evenly spaced cells) against the imagery at the top mode's heaviest particles (weighted
+        mean NCC) and update the estimate (:class:`RoadPitch`).
+
+        Called whenever the top mode is tight and the track not suspect: while tracking, and also while a search
+        (a cold start, after a kidnap) has converged on a place it is still confirming. On a hill the search
+        projects every frame at the IMU's pitch, off by the grade, and a place never fits strongly enough to be
+        confirmed unless the pitch is learned there too. The estimate is one number for the car, not per place: a
+        search that converged on a wrong place tunes it to that place for a few frames, and the confirmation of a
+        place found by the map search (``relock_frames_global`` strong frames over ``relock_distance_m``, the
+        along-road check) still has to pass."""
         cfg = self.cfg
         idx = np.flatnonzero(top.members)
         idx = idx[np.argsort(-self.w[idx])[: cfg.road_pitch_particles]]

@@ -152,8 +152,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "this is implausible: the frame is projected with the mounting pitch alone (diagnostics: attitude), "
               "deg", (1.0, 45.0)),
     ParamSpec("road_pitch", True, "(configure) vehicle: learn the camera's pitch against the road on line while the "
-              "track is locked (a hill's grade is in the odometry's pitch against gravity but not in the view; a "
-              "mis-calibrated mount in neither); diagnostics road_pitch_deg"),
+              "top mode is tight: a locked track, or a place a search converged on (a hill's grade is in the "
+              "odometry's pitch against gravity but not in the view; a mis-calibrated mount in neither); "
+              "diagnostics road_pitch_deg"),
     ParamSpec("trust_spread_m", 4.0, "(configure) vehicle: a fix needs the posterior mode this tight (1 sigma), m",
               (0.5, 100.0)),
     ParamSpec("trust_min_frames", 3, "(configure) vehicle: frames the posterior must stay tight before a fix",
