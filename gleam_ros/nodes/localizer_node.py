@@ -155,6 +155,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "top mode is tight: a locked track, or a place a search converged on (a hill's grade is in the "
               "odometry's pitch against gravity but not in the view; a mis-calibrated mount in neither); "
               "diagnostics road_pitch_deg"),
+    ParamSpec("along_road_check", True, "(configure) vehicle: lock a place found by a whole-map search only when the "
+              "road a few metres either way fits worse (an along-road alias moves the search, a flat or repetitive "
+              "road withholds the lock); diagnostics along_road_state"),
     ParamSpec("trust_spread_m", 4.0, "(configure) vehicle: a fix needs the posterior mode this tight (1 sigma), m",
               (0.5, 100.0)),
     ParamSpec("trust_min_frames", 3, "(configure) vehicle: frames the posterior must stay tight before a fix",

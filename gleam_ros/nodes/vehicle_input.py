@@ -105,7 +105,8 @@ class OdometryBuffer:
 
 #: Node parameters that are :class:`gleam_ros.core.vehicle.VehicleConfig` fields of the same name.
 VEHICLE_CONFIG_PARAMS = ("n_particles", "n_particles_global", "camera_height_m", "camera_pitch_deg",
-                         "max_body_tilt_deg", "road_pitch", "trust_spread_m", "trust_min_frames", "max_odom_gap_s")
+                         "max_body_tilt_deg", "road_pitch", "along_road_check", "trust_spread_m", "trust_min_frames",
+                         "max_odom_gap_s")
 VEHICLE_MODALITIES = ("ground", "panorama")
 
 
