@@ -613,11 +613,9 @@ def along_road_profile(bev: BirdsEye, mosaic: SatelliteMosaic, pose: tuple[float
     (positive = to the right of the axis) and the turns ``dheading_deg``, so each offset is scored at its own best
     pose, as the filter's particles would find it (NaN where no pose is at least half on imagery); and that best
     pose per offset (M, 3: x, y, heading)."""
-    a = math.radians(axis_deg)
     o, c, dh = np.meshgrid(np.asarray(offsets, float), np.asarray(cross_m, float), np.asarray(dheading_deg, float),
                            indexing="ij")
-    x = pose[0] + o * math.sin(a) + c * math.cos(a)
-    y = pose[1] + o * math.cos(a) - c * math.sin(a)
+    x, y = _on_axis(pose[0], pose[1], axis_deg, o, c)
     h = (pose[2] + dh.ravel()) % 360.0
     ncc, covf = bev_ncc(bev, mosaic, x.ravel(), y.ravel(), h)
     fit = np.where(covf >= 0.5, ncc, -np.inf).reshape(len(o), -1)
@@ -668,6 +666,14 @@ class _Mode:
     @property
     def spread_m(self) -> float:
         return float(math.sqrt(max(np.linalg.eigvalsh(self.cov).max(), 0.0)))
+
+
+def _on_axis(cx: float, cy: float, axis_deg: float, along, across=0.0):
+    """Points ``along`` metres along the axis ``axis_deg`` (clockwise from north) through (``cx``, ``cy``) and
+    ``across`` metres to its right: (x, y) in the same CRS."""
+    a = math.radians(axis_deg)
+    sa, ca = math.sin(a), math.cos(a)
+    return cx + along * sa + across * ca, cy + along * ca - across * sa
 
 
 def _steps(half: float, step: float) -> np.ndarray:
@@ -992,11 +998,9 @@ class VehicleLocalizer:
             return np.zeros((0, 3))
         cx, cy, axis = self._mode_axis(md)
         m = 2 * n
-        a = np.radians(axis)
         u = self.rng.uniform(-cfg.local_search_m, cfg.local_search_m, m)
         c = self.rng.normal(0.0, 1.0, m)
-        x = cx + u * math.sin(a) + c * math.cos(a)
-        y = cy + u * math.cos(a) - c * math.sin(a)
+        x, y = _on_axis(cx, cy, axis, u, c)
         h = axis + np.where(self.rng.uniform(size=m) < 0.25, 180.0, 0.0) + self.rng.normal(0.0, 4.0, m)
         ok = self._road_points(x, y)
         return np.stack([x[ok], y[ok], h[ok] % 360.0], axis=1)[:n]
@@ -1053,7 +1057,7 @@ class VehicleLocalizer:
         turns = _steps(cfg.along_road_heading_deg, math.degrees(step / cfg.bev_max_m))
         prof, at = along_road_profile(bev, self._mosaic, (cx, cy, top.heading_deg), axis, offs,
                                       _steps(cfg.along_road_cross_m, step), turns)
-        on = self._road_points(cx + offs * u[0], cy + offs * u[1]) | (np.abs(offs) <= tol)
+        on = self._road_points(*_on_axis(cx, cy, axis, offs)) | (np.abs(offs) <= tol)
         prof = np.where(on, prof, np.nan)
         if self._ar_sum is None:
             self._ar_sum, self._ar_cnt = np.zeros(len(offs)), np.zeros(len(offs))
@@ -1074,7 +1078,7 @@ class VehicleLocalizer:
         # half of the mode (the rest stays in case the profile misled) to the rival's best pose of this frame
         move = np.flatnonzero(top.members)[::2]
         i = int(np.flatnonzero(offs == v.rival_m)[0])
-        dest = at[i] if np.isfinite(prof[i]) else (cx + v.rival_m * u[0], cy + v.rival_m * u[1], top.heading_deg)
+        dest = at[i] if np.isfinite(prof[i]) else (*_on_axis(cx, cy, axis, v.rival_m), top.heading_deg)
         self.p[move, 0] += dest[0] - cx
         self.p[move, 1] += dest[1] - cy
         self.p[move, 2] = (self.p[move, 2] + dest[2] - top.heading_deg) % 360.0
