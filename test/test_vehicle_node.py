@@ -180,7 +180,10 @@ def test_odometry_attitude_reaches_the_localizer_and_its_diagnostics(drive):
         assert d["along_road_state"] == "unknown"  # anchored by GPS: no map search to check along the road
         if att is not None:
             assert d["attitude"] == "odometry" and (d["body_pitch_deg"], d["body_roll_deg"]) == ("1.80", "-0.70")
+            # the first frame has no previous view to check the ground against
+            assert (d["ground_flagged_share"], d["ground_masked"]) == ("nan", "false")
         else:
+            assert d["ground_flagged_share"] != "nan"  # compared with the first frame's view
             assert d["attitude"].startswith("mounting pitch only") and "no attitude" in d["attitude"]
             assert d["attitude_fallback_frames"] == "1" and d["body_pitch_deg"] == "0.00"
 

@@ -91,12 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         row = {"t": rec.t, "trusted": rec.trusted, "error_m": err, "z_frame": st["appearance_z_frame"],
                "z": st["appearance_z"], "locked": st["locked"], "suspect": st["suspect"],
                "searching": st["global_search"], "spread_m": st["spread_m"], "top_weight": st["top_mode_weight"],
-               "road_pitch_deg": st["road_pitch_deg"], "reason": rec.note or "trusted"}
+               "road_pitch_deg": st["road_pitch_deg"], "ground_flagged": st["ground_flagged_share"],
+               "ground_agreement": st["ground_agreement"], "ground_masked": st["ground_masked"],
+               "reason": rec.note or "trusted"}
         rows.append(row)
         flags = "".join(c for c, on in (("L", row["locked"]), ("S", row["suspect"]), ("G", row["searching"])) if on)
         print(f"{rec.t:6.1f} {'T' if rec.trusted else '.'} err {err:5.1f} m  z {row['z_frame']:6.2f} "
               f"(mean {row['z']:5.2f}) {flags:3s} spread {row['spread_m']:5.2f} m  w {row['top_weight']:.2f}  "
-              f"road pitch {row['road_pitch_deg']:+.2f}  | {row['reason'][:100]}", flush=True)
+              f"road pitch {row['road_pitch_deg']:+.2f}  not ground {row['ground_flagged']:4.2f}{'*' if row['ground_masked'] else ' '} "
+              f"(agree {row['ground_agreement']:4.2f})  | "
+              f"{row['reason'][:100]}", flush=True)
 
     r = run_drive(world, index, backend, cfg, a.modality, a.scenario, seed=a.world + cfg.seed, log=print,
                   realism=cfg.realism if a.hard else None, vehicle=overrides or None, on_frame=on_frame)

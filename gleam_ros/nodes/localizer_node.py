@@ -158,6 +158,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("along_road_check", True, "(configure) vehicle: lock a place found by a whole-map search only when the "
               "road a few metres either way fits worse (an along-road alias moves the search, a flat or repetitive "
               "road withholds the lock); diagnostics along_road_state"),
+    ParamSpec("static_ground_check", True, "(configure) vehicle: leave out of the bird's-eye correlation the cells "
+              "that do not show the ground the previous frame showed there (another vehicle, anything standing up "
+              "from the road), when the two views otherwise agree; diagnostics ground_flagged_share, ground_masked"),
     ParamSpec("trust_spread_m", 4.0, "(configure) vehicle: a fix needs the posterior mode this tight (1 sigma), m",
               (0.5, 100.0)),
     ParamSpec("trust_min_frames", 3, "(configure) vehicle: frames the posterior must stay tight before a fix",

@@ -105,8 +105,8 @@ class OdometryBuffer:
 
 #: Node parameters that are :class:`gleam_ros.core.vehicle.VehicleConfig` fields of the same name.
 VEHICLE_CONFIG_PARAMS = ("n_particles", "n_particles_global", "camera_height_m", "camera_pitch_deg",
-                         "max_body_tilt_deg", "road_pitch", "along_road_check", "trust_spread_m", "trust_min_frames",
-                         "max_odom_gap_s")
+                         "max_body_tilt_deg", "road_pitch", "along_road_check", "static_ground_check",
+                         "trust_spread_m", "trust_min_frames", "max_odom_gap_s")
 VEHICLE_MODALITIES = ("ground", "panorama")
 
 
@@ -144,7 +144,9 @@ def status_values(status: dict[str, Any]) -> dict[str, str]:
     orientation or, and why, the configured mounting pitch alone; ``attitude_fallback_frames`` counts the latter;
     ``road_pitch_deg`` is the learned correction added to mounting + body pitch (a hill, a mount error);
     ``along_road_*`` what the along-road check of a place found by the map search says (``peak`` / ``alias`` /
-    ``ambiguous`` / ``unknown``, the profile's best offset and the place's margin over the road either way).
+    ``ambiguous`` / ``unknown``, the profile's best offset and the place's margin over the road either way);
+    ``ground_flagged_share`` / ``ground_masked``: the share of the last frame's bird's-eye cells that did not show the
+    previous frame's ground (another vehicle) and whether they were left out (the static-ground check).
     """
     names = {"n_particles": "particles", "n_modes": "modes", "top_mode_weight": "top_mode_weight",
              "spread_m": "spread_m", "appearance_z": "appearance_z", "locked": "locked",
@@ -152,7 +154,8 @@ def status_values(status: dict[str, Any]) -> dict[str, str]:
              "last_reason": "vehicle_last_reason", "attitude": "attitude", "body_pitch_deg": "body_pitch_deg",
              "body_roll_deg": "body_roll_deg", "attitude_fallbacks": "attitude_fallback_frames",
              "road_pitch_deg": "road_pitch_deg", "along_road_state": "along_road_state",
-             "along_road_best_offset_m": "along_road_best_offset_m", "along_road_margin": "along_road_margin"}
+             "along_road_best_offset_m": "along_road_best_offset_m", "along_road_margin": "along_road_margin",
+             "ground_flagged_share": "ground_flagged_share", "ground_masked": "ground_masked"}
     out = {}
     for key, name in names.items():
         if key not in status:
