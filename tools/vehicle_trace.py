@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         flags = "".join(c for c, on in (("L", row["locked"]), ("S", row["suspect"]), ("G", row["searching"])) if on)
         print(f"{rec.t:6.1f} {'T' if rec.trusted else '.'} err {err:5.1f} m  z {row['z_frame']:6.2f} "
               f"(mean {row['z']:5.2f}) {flags:3s} spread {row['spread_m']:5.2f} m  w {row['top_weight']:.2f}  "
-              f"road pitch {row['road_pitch_deg']:+.2f}  not ground {row['ground_flagged']:4.2f}{'*' if row['ground_masked'] else ' '} "
+              f"road pitch {row['road_pitch_deg']:+.2f}  not ground {row['ground_flagged']:4.2f}"
+              f"{'*' if row['ground_masked'] else ' '} "
               f"(agree {row['ground_agreement']:4.2f})  | "
               f"{row['reason'][:100]}", flush=True)
 
