@@ -174,6 +174,65 @@ def test_one_poor_frame_is_cleared_by_the_summed_evidence_of_fewer_strong_frames
     assert not [e for _, res, e in rows if res.fix is not None and e > 3.0]
 
 
+def _stop_facing_a_wall(world, stop_s: float):
+    """A drive (GPS until 1 s) whose car, where it first comes to a halt (the drive's dead end, at about 24 s),
+    stands ``stop_s`` seconds longer, its view fading over 2 s from the road to a wall (a fixed texture unlike any
+    satellite ground: a forest at the dead end), then drives on; the odometry reads 0 during the stop. Returns
+    (frames, odometry, the stop's frame times)."""
+    frames, odom = simulate_drive(world, duration_s=34.0, fps=2.0, modality="ground", intr=INTR, rng=1,
+                                  season="autumn")
+    t0 = next(o.t for o in odom if o.t > 10.0 and abs(o.v_mps) < 0.3)
+    at = next(f for f in frames if f.t >= t0)
+    h, w = at.image.shape[:2]  # tree trunks: vertical stripes of random width and grey
+    cols = np.repeat(np.random.default_rng(7).integers(30, 110, w // 6 + 1), 6)[:w].astype(np.float32)
+    wall = np.broadcast_to(cols[None, :, None], at.image.shape)
+    stopped = []
+    for k, t in enumerate(np.arange(at.t, at.t + stop_s, 0.5)):
+        a = min(1.0, k / 4.0)
+        stopped.append(replace(at, t=float(t), image=((1 - a) * at.image + a * wall).astype(np.uint8)))
+    hold = odom[0]
+    still = [replace(hold, t=float(t), v_mps=0.0, yaw_rate_rps=0.0) for t in np.arange(at.t, at.t + stop_s, 0.05)]
+    frames = ([f for f in frames if f.t < at.t] + stopped
+              + [replace(f, t=f.t + stop_s) for f in frames if f.t >= at.t])
+    odom = ([o for o in odom if o.t < at.t] + still + [replace(o, t=o.t + stop_s) for o in odom if o.t >= at.t])
+    return frames, odom, [f.t for f in stopped]
+
+
+def test_a_view_fading_to_a_wall_while_standing_keeps_the_fix_on_odometry(world, backend, index):
+    """A car stopping at a dead end facing a forest: the frames fit the satellite imagery no better than random
+    places, but each shows the same scene as the frame before. The track coasts on odometry with its fix (no
+    suspicion, no kidnap), every fix accurate; with coasting off the same frames withhold the fix."""
+    frames, odom, stop = _stop_facing_a_wall(world, 6.0)
+    loc = VehicleLocalizer(backend, index, CFG, roads=RoadLayer.from_world(world), seed=0)
+    coasting = []
+
+    def run_and_watch(loc):
+        rows, k = [], 0
+        for f in frames:
+            while k < len(odom) and odom[k].t <= f.t:
+                assert loc.on_odometry(odom[k]) is None
+                k += 1
+            prior = PositionPrior(f.lat, f.lon, 10.0) if f.t <= 1.0 else None
+            res = loc.localize(f.image, f.t, intrinsics=INTR, gps_prior=prior)
+            err = float(distance_m(res.fix.lat, res.fix.lon, f.lat, f.lon)) if res.fix else math.inf
+            rows.append((f.t, res, err, loc.status()))
+        return rows
+
+    rows = run_and_watch(loc)
+    walled = [(t, res, st) for t, res, _, st in rows if stop[4] <= t <= stop[-1]]  # the wall alone
+    assert max(st["appearance_z_frame"] for _, _, st in walled) < CFG.trust_z_frame  # no evidence of the place
+    coasting = [t for t, _, _, st in rows if st["coasting"]]
+    assert len(coasting) >= len(walled), f"coasted on {len(coasting)} frames"
+    assert all(res.fix is not None for _, res, _ in walled), [res.filter.reason for _, res, _ in walled]
+    assert loc.kidnaps == 0
+    fixes = [e for t, res, e, _ in rows if res.fix is not None and t > 1.0]
+    assert len(fixes) >= 0.8 * len([t for t, *_ in rows if t > 1.0]) and max(fixes) < 3.0
+    off = run_and_watch(VehicleLocalizer(backend, index, replace(CFG, coast_distance_m=0.0),
+                                         roads=RoadLayer.from_world(world), seed=0))
+    assert not [t for t, res, _, st in off if stop[4] <= t <= stop[-1] and res.fix is not None]
+    assert not [t for t, *_, st in off if st["coasting"]]
+
+
 def _planted_alias_run(world, backend, index, local: float, seed: int, duration_s: float = 26.0,
                        until_s: float = 24.0, **cfg_kw):
     """A search of the whole map (no GPS) whose particles are all moved, at 13 s, to a place 8 m along the road

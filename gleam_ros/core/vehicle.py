@@ -194,6 +194,15 @@ class VehicleConfig:
     static_ground_check: bool = True
     static_ground_sigma: float = 3.0
     static_ground_agreement: float = 0.5
+    # A weak frame (z < trust_z_frame) on a trusted locked track keeps the fix, coasting on odometry, when it shows the
+    # same scene as the frame before where the odometry puts it (GroundCheck.continuity >= coast_continuity_z, and
+    # the static_ground_agreement): a forest wall at a dead end, a turn on the spot, a truck filling the view. A
+    # teleport between the two frames would break that continuity. At most coast_distance_m of driving since a frame
+    # that fitted the imagery (z >= trust_z_frame; the default: the bird's-eye view's reach, so the car is still on
+    # ground that frame saw); 0 turns coasting off. coast_continuity_z 5 is above the largest of 600 pairs of views
+    # of unrelated places on world 4242's hard drive (4.2; 99th percentile 3.7).
+    coast_distance_m: float = 16.0
+    coast_continuity_z: float = 5.0
 
     def __post_init__(self) -> None:
         if self.modality not in VEHICLE_MODALITIES:
@@ -220,7 +229,7 @@ class VehicleConfig:
                                  "trust_z_frame", "kidnap_z_frame", "ambiguity_margin", "mode_floor", "relock_distance_m",
                                  "kidnap_distance_m",
                                  "kidnap_z", "road_off_weight", "inject_fraction", "local_inject_fraction",
-                                 "local_search_m", "along_road_cross_m", "along_road_heading_deg")
+                                 "local_search_m", "along_road_cross_m", "along_road_heading_deg", "coast_distance_m")
             if f.name == "camera_pitch_deg":
                 if abs(v) >= 60:
                     raise ConfigError(f"VehicleConfig.camera_pitch_deg must be within (-60, 60), got {v!r}")
@@ -627,12 +636,21 @@ def _robust_scale(v: np.ndarray) -> float:
 class GroundCheck:
     """What :func:`static_ground` found: ``keep`` (the cells of the frame to correlate), ``flagged`` (share of the
     compared cells that did not match the previous view), ``agreement`` (correlation of the two views over the
-    unflagged cells; NaN: not compared) and ``masked`` (whether the flagged cells were left out)."""
+    unflagged cells; NaN: not compared), ``masked`` (whether the flagged cells were left out) and ``continuity``
+    (z-score of the agreement against the same correlation with the previous view displaced by 2-6 m: high when
+    the two frames show the same scene where the odometry says, which a teleport between them would break)."""
 
     keep: np.ndarray
     flagged: float = math.nan
     agreement: float = math.nan
     masked: bool = False
+    continuity: float = math.nan
+
+
+# displacements (BEV cells) of the previous view for GroundCheck.continuity: 2, 4 and 6 m in 8 directions (at the
+# default 0.5 m cells)
+_CONTINUITY_SHIFTS = np.array([(int(round(k * math.cos(a))), int(round(k * math.sin(a))))
+                               for k in (4, 8, 12) for a in np.radians(np.arange(0, 360, 45))], np.int64)
 
 
 def static_ground(prev: BirdsEye, cur: BirdsEye, motion: tuple[float, float, float], res_m: float,
@@ -684,15 +702,29 @@ def static_ground(prev: BirdsEye, cur: BirdsEye, motion: tuple[float, float, flo
     flag = ndimage.binary_dilation(g, np.ones((3, 3), bool))[ic, jc]
     share = float(flag[seen].mean())
     both = ~flag[seen]
-    agreement = math.nan
-    if both.sum() >= 2:
-        x, y = a[both] - a[both].mean(), val[rs[both], qs[both]]
-        y = y - y.mean()
-        den = math.sqrt(float(x @ x) * float(y @ y))
-        agreement = float(x @ y) / den if den > 0 else 0.0
+    agreement = _corr(a[both], val[rs[both], qs[both]]) if both.sum() >= 2 else math.nan
+    # the same correlation with the previous view displaced by a few metres: is the odometry's alignment a peak?
+    shifted = []
+    for k in range(len(_CONTINUITY_SHIFTS)):
+        rr, qq = r + _CONTINUITY_SHIFTS[k, 0], q + _CONTINUITY_SHIFTS[k, 1]
+        ok = (~flag) & (rr >= 0) & (rr < val.shape[0]) & (qq >= 0) & (qq < val.shape[1])
+        ok[ok] = np.isfinite(val[rr[ok], qq[ok]])
+        if ok.sum() >= max(2, cur.n // 5):
+            shifted.append(_corr(cur.values[ok], val[rr[ok], qq[ok]]))
+    continuity = math.nan
+    if len(shifted) >= 8 and math.isfinite(agreement):
+        continuity = (agreement - float(np.mean(shifted))) / max(float(np.std(shifted)), 1e-3)
     if not (agreement >= min_agreement) or not flag.any():
-        return GroundCheck(keep, share, agreement)
-    return GroundCheck(~flag, share, agreement, True)
+        return GroundCheck(keep, share, agreement, False, continuity)
+    return GroundCheck(~flag, share, agreement, True, continuity)
+
+
+def _corr(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two equally long vectors (0 when either is constant)."""
+    x = np.asarray(x, np.float64) - float(np.mean(x))
+    y = np.asarray(y, np.float64) - float(np.mean(y))
+    den = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y) / den if den > 0 else 0.0
 
 
 def bev_ncc(bev: BirdsEye, mosaic: SatelliteMosaic, x: np.ndarray, y: np.ndarray, heading_deg: np.ndarray,
@@ -894,6 +926,7 @@ class VehicleLocalizer:
             "appearance_z_frame": self._z_now,
             "locked": self._locked,
             "suspect": self._suspect,
+            "coasting": self._coasting,
             "global_search": self._global,
             "odom_age_s": odom_age,
             "road_share": self._road_share,
@@ -1261,6 +1294,9 @@ class VehicleLocalizer:
         self._low_z = 0  # frames of evidence against the track (see kidnap_distance_m)
         self._against_from = self._odo_dist  # odometry distance where that run began
         self._converged = 0
+        self._trusted_prev = False  # the previous frame had a trusted fix
+        self._strong_dist = -math.inf  # odometry distance at the last frame that fitted the imagery strongly
+        self._coasting = False  # the last frame kept its fix on odometry (see coast_distance_m)
         self._global = global_search
         self._shadow: np.ndarray | None = None  # the track held before a declared kidnap, moved by odometry only
         self._reset_along_road()
@@ -1362,7 +1398,21 @@ class VehicleLocalizer:
         tight = top.weight >= cfg.trust_mode_weight and top.spread_m <= cfg.trust_spread_m
         z_now = self._evidence_z(bev, ncc, top, temp) if informative else math.nan
         self._z_now = z_now
-        if informative:
+        self._road_share = road_share
+        off_road = road_share < 0.5  # odometry drove the track off the roads: it is not where the car is
+        if informative and z_now >= cfg.trust_z_frame:
+            self._strong_dist = self._odo_dist
+        # A weak frame on a trusted track that shows the same scene as the frame before, where the odometry puts it
+        # (GroundCheck.continuity; a teleport between them would break it), says nothing about where the car is
+        # (a forest wall at a dead end, a view blocked by a truck): the track coasts on odometry with its fix, for
+        # at most coast_distance_m of driving since a frame that fitted the imagery strongly.
+        g = self._ground
+        coast = (informative and self._locked and not self._suspect and self._trusted_prev and not off_road
+                 and cfg.coast_distance_m > 0 and not z_now >= cfg.trust_z_frame
+                 and g.agreement >= cfg.static_ground_agreement and g.continuity >= cfg.coast_continuity_z
+                 and self._odo_dist - self._strong_dist <= cfg.coast_distance_m)
+        self._coasting = coast
+        if informative and not coast:
             self._z = (1 - cfg.z_ema) * self._z + cfg.z_ema * z_now
             # the same place (the top mode moved no more than the car) fitting strongly, frame after frame
             prev = self._prev_top
@@ -1380,9 +1430,7 @@ class VehicleLocalizer:
                 self._run_z = z_now if strong else 0.0
                 self._run_start_dist = self._odo_dist
             self._prev_top = (top.x, top.y, self._odo_dist)
-        self._road_share = road_share
-        off_road = road_share < 0.5  # odometry drove the track off the roads: it is not where the car is
-        if self._locked and (self._z < cfg.trust_z - 1.0 or z_now < cfg.kidnap_z_frame or off_road):
+        if self._locked and not coast and (self._z < cfg.trust_z - 1.0 or z_now < cfg.kidnap_z_frame or off_road):
             self._suspect = True  # the evidence sagged: no fix until it has been strong again for a while
             self._good_run = 0
             self._run_z = 0.0
@@ -1400,7 +1448,7 @@ class VehicleLocalizer:
             # A locked track is given up only on evidence for being elsewhere (see kidnap_distance_m): weak or
             # absent evidence (a forest edge, an occluded frame, a turn on the spot) withholds fixes (suspect) and
             # the filter coasts on odometry, but it does not throw the track away.
-            if off_road or (informative and z_now < cfg.kidnap_z):
+            if off_road or (informative and not coast and z_now < cfg.kidnap_z):
                 if moved:
                     if self._low_z == 0:
                         self._against_from = prev_dist
@@ -1467,7 +1515,7 @@ class VehicleLocalizer:
                       f"(e.g. {rivals[0].weight:.2f} of the weight, {self._dist_m(top, rivals[0]):.0f} m away)")
         elif top.spread_m > cfg.trust_spread_m:
             reason = f"posterior spread {top.spread_m:.1f} m > {cfg.trust_spread_m} m"
-        elif not (self._z >= cfg.trust_z and z_now >= cfg.trust_z_frame):
+        elif not coast and not (self._z >= cfg.trust_z and z_now >= cfg.trust_z_frame):
             reason = f"appearance evidence z={z_now:.1f} (mean {self._z:.1f}) < {cfg.trust_z}"
         elif not self._locked and self._global and gps_prior is None and self._ar_reason:
             reason = self._ar_reason
@@ -1487,7 +1535,7 @@ class VehicleLocalizer:
         elif self._converged < cfg.trust_min_frames:
             reason = f"converging ({self._converged}/{cfg.trust_min_frames} frames)"
         trusted = reason == ""
-        if cfg.road_pitch and informative and tight and not self._suspect:
+        if cfg.road_pitch and informative and tight and not self._suspect and not coast:
             t2 = time.perf_counter()
             self._probe_road_pitch(image, intrinsics, body_pitch, body_roll, top)
             timings["road_pitch"] = (time.perf_counter() - t2) * 1e3
@@ -1505,7 +1553,9 @@ class VehicleLocalizer:
             fix.status = STATUS_TRUSTED
             fix.filtered = True
             hyps.insert(0, fix)
-        self.last_reason = reason or "trusted"
+        self._trusted_prev = trusted
+        self.last_reason = reason or ("trusted, coasting on odometry: the view shows no mapped ground" if coast
+                                      else "trusted")
         return self._result(t, hyps, fix, reason, timings, gps_prior, t0)
 
     # ---------------------------------------------------------------- pieces
