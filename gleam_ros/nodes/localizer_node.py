@@ -161,6 +161,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("static_ground_check", True, "(configure) vehicle: leave out of the bird's-eye correlation the cells "
               "that do not show the ground the previous frame showed there (another vehicle, anything standing up "
               "from the road), when the two views otherwise agree; diagnostics ground_flagged_share, ground_masked"),
+    ParamSpec("coast_distance_m", 16.0, "(configure) vehicle: a weak frame on a trusted track that shows the same "
+              "scene as the frame before (a dead end facing a forest, a truck filling the view) keeps the fix on "
+              "odometry for at most this much driving since a frame that fitted the imagery; 0 = off; diagnostics "
+              "coasting, m", (0.0, 100.0)),
     ParamSpec("trust_spread_m", 4.0, "(configure) vehicle: a fix needs the posterior mode this tight (1 sigma), m",
               (0.5, 100.0)),
     ParamSpec("trust_min_frames", 3, "(configure) vehicle: frames the posterior must stay tight before a fix",
