@@ -81,6 +81,8 @@ def test_a_clean_pair_of_consecutive_views_is_left_whole(texture):
     chk = static_ground(prev, cur, motion, RES, CFG.static_ground_sigma, CFG.static_ground_agreement)
     assert chk.agreement > 0.8
     assert chk.flagged < 0.03, f"{chk.flagged:.1%} of a clean view flagged"
+    # the odometry's alignment is a clear peak against the previous view displaced by 2-6 m: the views continue
+    assert chk.continuity >= CFG.coast_continuity_z
 
 
 def test_an_occluder_is_flagged_and_left_out_which_restores_the_fit(texture):
@@ -111,6 +113,7 @@ def test_after_a_kidnap_the_previous_view_does_not_decide_what_is_kept(texture):
     chk = static_ground(prev, cur, (4.0, 0.0, 0.0), RES, CFG.static_ground_sigma, CFG.static_ground_agreement)
     assert chk.agreement < CFG.static_ground_agreement
     assert not chk.masked and chk.keep.all()
+    assert chk.continuity < CFG.coast_continuity_z  # no continuity: a weak frame here cannot coast on the old fix
 
 
 def test_views_without_texture_or_overlap_are_not_compared(texture):
@@ -127,3 +130,18 @@ def test_static_ground_settings_are_range_checked():
     for name, bad in (("static_ground_agreement", 1.5), ("static_ground_sigma", 0.0), ("static_ground_check", 1)):
         with pytest.raises(ConfigError, match=name):
             VehicleConfig(**{name: bad})
+
+
+def test_views_of_unrelated_places_do_not_continue_each_other(texture):
+    """The null of the coasting rule: 40 pairs of views of unrelated places (a teleport between two frames) never
+    pass both the agreement and the continuity threshold."""
+    rng = np.random.default_rng(4)
+    passed, cont = 0, []
+    for _ in range(40):
+        a, b = rng.uniform(30, 170, 2), rng.uniform(30, 170, 2)
+        prev = _view(texture, *a, rng.uniform(0, 360), rng=rng)
+        cur = _view(texture, *b, rng.uniform(0, 360), rng=rng)
+        chk = static_ground(prev, cur, (4.0, 0.0, 0.0), RES, CFG.static_ground_sigma, CFG.static_ground_agreement)
+        cont.append(chk.continuity)
+        passed += chk.agreement >= CFG.static_ground_agreement and chk.continuity >= CFG.coast_continuity_z
+    assert passed == 0 and np.nanmax(cont) < CFG.coast_continuity_z, np.nanmax(cont)
