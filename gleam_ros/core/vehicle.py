@@ -1350,10 +1350,12 @@ class VehicleLocalizer:
         timings["propagate"] = (time.perf_counter() - t1) * 1e3
         self._ground = GroundCheck(np.ones(0, bool))
         if cfg.static_ground_check and self._prev_bev is not None and self._ego is not None:
+            t1 = time.perf_counter()
             self._ground = static_ground(self._prev_bev, bev, self._ego, cfg.bev_res_m, cfg.static_ground_sigma,
                                          cfg.static_ground_agreement)
             if self._ground.masked:
                 bev = bev.without(~self._ground.keep)
+            timings["static_ground"] = (time.perf_counter() - t1) * 1e3
         self._prev_bev = bev
         # ---- weights
         t1 = time.perf_counter()
