@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import cv2
 import numpy as np
@@ -190,7 +190,10 @@ class VehicleConfig:
     # static_ground_sigma robust standard deviations outside the previous view's values around that place, when the
     # rest of the two views correlates by static_ground_agreement (the previous view shows the same ground: not
     # right after a kidnap). 0.5 is above the 99th percentile of views of unrelated places (0.48; consecutive views
-    # of world 4242's hard drive: median 0.77, 10th percentile 0.53).
+    # of world 4242's hard drive: median 0.77, 10th percentile 0.53). The panorama's view is checked (for the
+    # continuity that coasting needs) but scored whole: a vehicle covers a small sector of its 360 deg view, its
+    # hard tracking did not change with the mask (world 4242: 96.0 % with, 96.7 % without), and over 5 seeded hard
+    # cold starts the mask's perturbation of the whole-map search cost more than it gave (mean 27 % vs 50 %).
     static_ground_check: bool = True
     static_ground_sigma: float = 3.0
     static_ground_agreement: float = 0.5
@@ -1353,6 +1356,8 @@ class VehicleLocalizer:
             t1 = time.perf_counter()
             self._ground = static_ground(self._prev_bev, bev, self._ego, cfg.bev_res_m, cfg.static_ground_sigma,
                                          cfg.static_ground_agreement)
+            if self._ground.masked and cfg.modality != "ground":  # the panorama is scored whole (see the config)
+                self._ground = replace(self._ground, keep=np.ones(bev.n, bool), masked=False)
             if self._ground.masked:
                 bev = bev.without(~self._ground.keep)
             timings["static_ground"] = (time.perf_counter() - t1) * 1e3
