@@ -110,6 +110,11 @@ class VehicleConfig:
     bev_max_m: float = 16.0
     bev_half_width_m: float = 8.0  # lateral half width (ground camera)
     bev_highpass_m: float = 2.0  # BEV and satellite minus their local mean at this scale (0 = raw gray)
+    # The angular resolution (focal length, px) a ground camera's frame is brought to before the BEV: a frame with a
+    # longer focal length (a larger image of the same lens) is first area-averaged down to it (birds_eye), so the
+    # BEV, and all the likelihood settings tuned on it, do not depend on the camera's pixel count. 160 px: a 320 px
+    # wide frame of 90 deg field of view (the vehicle bench's camera). A coarser frame is used as it is.
+    bev_focal_px: float = 160.0
     min_bev_cells: int = 60  # fewer valid BEV cells -> the frame carries no appearance evidence
     ncc_temperature: float = 0.08  # appearance likelihood exp(NCC / T)
     embed_weight: float = 0.0  # embedding likelihood exp(w * (cos - max cos)); 0 = do not embed
@@ -251,6 +256,8 @@ class VehicleConfig:
         for name, hi in (("along_road_cross_m", 5.0), ("along_road_heading_deg", 20.0)):
             if getattr(self, name) > hi:
                 raise ConfigError(f"VehicleConfig.{name} must be within [0, {hi:g}], got {getattr(self, name)!r}")
+        if not 20 <= self.bev_focal_px <= 10000:
+            raise ConfigError(f"VehicleConfig.bev_focal_px must be within [20, 10000] px, got {self.bev_focal_px!r}")
         if self.max_body_tilt_deg > 45:
             raise ConfigError(f"VehicleConfig.max_body_tilt_deg must be within (0, 45], got {self.max_body_tilt_deg!r}")
         if not self.bev_min_m < self.bev_max_m:
@@ -552,6 +559,24 @@ def highpass(img: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.where(valid, v - num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
 
+def frame_at_focal(gray: np.ndarray, intr: CameraIntrinsics, focal_px: float) -> tuple[np.ndarray, CameraIntrinsics]:
+    """A pinhole frame brought to at most ``focal_px`` pixels per radian: ``(frame, its intrinsics)``.
+
+    When the camera's focal length (``fx``, ``fy``; the same lens with more pixels has a longer one) exceeds
+    ``focal_px``, ``gray`` is area-averaged (``cv2.INTER_AREA``, each axis on its own) to the size at which it is
+    ``focal_px``, and the intrinsics are scaled with it (:meth:`~.camera.CameraIntrinsics.scaled`); a frame at or
+    below it is returned as it is. The bird's-eye view samples the frame after this, so what it sees of the ground
+    (the detail and the noise per cell) does not depend on the camera's pixel count, and a large frame costs
+    little more than a small one.
+    """
+    H, W = gray.shape[:2]
+    w2 = min(W, max(1, int(round(W * focal_px / intr.fx))))
+    h2 = min(H, max(1, int(round(H * focal_px / intr.fy))))
+    if (w2, h2) == (W, H):
+        return gray, intr
+    return cv2.resize(gray, (w2, h2), interpolation=cv2.INTER_AREA), intr.scaled(w2 / W, h2 / H)
+
+
 def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | None, pitch_deg: float | None = None,
               roll_deg: float = 0.0) -> BirdsEye:
     """Project a frame's ground to the BEV cells of ``cfg`` (flat ground, camera ``camera_height_m`` up).
@@ -563,11 +588,13 @@ def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | No
     car's forward axis at that tilt (:func:`~.camera.forward_camera_to_enu`). Panorama: equirectangular in the
     tilted camera's frame, the centre column looks forward, columns increase clockwise (to the right), the top
     row is the camera's zenith. Each cell takes the image's gray value (bilinear, with the image first blurred
-    to about the cell's footprint). A view whose RMS is below half a grey level (a uniform frame: a covered lens,
-    a blank wall) is marked untextured: it carries no appearance evidence.
+    slightly: a panorama by ``W / 2048`` px, a ground frame by 1 px after it was brought to ``cfg.bev_focal_px``
+    by :func:`frame_at_focal`, so the view is the same whatever the camera's resolution). A view whose RMS is
+    below half a grey level (a uniform frame: a covered lens, a blank wall) is marked untextured: it carries no
+    appearance evidence.
     """
     rgb = check_image(image, "frame")
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)  # 8 bit until a ground frame is area-averaged (cheaper)
     f, s, in_range = _ground_grid(cfg)
     h_cam = cfg.camera_height_m
     H, W = gray.shape
@@ -581,19 +608,21 @@ def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | No
         el = np.arctan2(b[..., 2], np.hypot(b[..., 0], b[..., 1]))
         u = (az / (2 * np.pi) + 0.5) * W - 0.5
         v = (0.5 - el / np.pi) * H - 0.5
-        gray = cv2.GaussianBlur(gray, (0, 0), max(0.5, W / 2048))
+        gray = cv2.GaussianBlur(gray.astype(np.float32) / 255.0, (0, 0), max(0.5, W / 2048))
     else:
         if intr is None:
             raise InputError("a ground camera frame needs camera intrinsics (CameraInfo) for the bird's-eye view")
         if (intr.width, intr.height) != (W, H):
             raise InputError(f"camera intrinsics are for {intr.width}x{intr.height} images, frame is {W}x{H}")
+        gray, intr = frame_at_focal(gray, intr, cfg.bev_focal_px)
+        H, W = gray.shape
         c = enu @ forward_camera_to_enu(0.0, pitch, float(roll_deg))  # optical (x right, y down, z along the axis)
         xc, yc, zc = c[..., 0], c[..., 1], c[..., 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             u = intr.cx + intr.fx * xc / zc
             v = intr.cy + intr.fy * yc / zc
         u[zc <= 0.1] = -1e6
-        gray = cv2.GaussianBlur(gray, (0, 0), 1.0)
+        gray = cv2.GaussianBlur(gray.astype(np.float32) / 255.0, (0, 0), 1.0)
     inside = in_range & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
     grid = cv2.remap(gray, np.where(inside, u, -1).astype(np.float32), np.where(inside, v, -1).astype(np.float32),
                      cv2.INTER_LINEAR)
@@ -728,6 +757,18 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y, np.float64) - float(np.mean(y))
     den = math.sqrt(float(x @ x) * float(y @ y))
     return float(x @ y) / den if den > 0 else 0.0
+
+
+def bev_corr(a: BirdsEye, b: BirdsEye) -> tuple[float, int]:
+    """Correlation of two bird's-eye views of one cell grid (e.g. one pose seen by two cameras) over the cells both
+    hold, and how many those are (cells matched by their offsets to the centimetre; NaN with fewer than 3)."""
+    ka = {(round(float(f), 2), round(float(r), 2)): v for f, r, v in zip(a.fwd, a.right, a.values)}
+    pairs = [(ka[k], v) for k, v in zip(((round(float(f), 2), round(float(r), 2)) for f, r in zip(b.fwd, b.right)),
+                                        b.values) if k in ka]
+    if len(pairs) < 3:
+        return float("nan"), len(pairs)
+    x = np.array(pairs, np.float64)
+    return float(np.corrcoef(x[:, 0], x[:, 1])[0, 1]), len(pairs)
 
 
 def bev_ncc(bev: BirdsEye, mosaic: SatelliteMosaic, x: np.ndarray, y: np.ndarray, heading_deg: np.ndarray,
