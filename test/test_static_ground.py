@@ -15,7 +15,7 @@ import pytest
 from scipy import ndimage
 
 from gleam_ros.core.errors import ConfigError
-from gleam_ros.core.vehicle import (BirdsEye, VehicleConfig, _ground_grid, ego_motion, highpass,
+from gleam_ros.core.vehicle import (BirdsEye, VehicleConfig, _ground_grid, bev_corr, ego_motion, highpass,
                                      static_ground)
 
 CFG = VehicleConfig()
@@ -51,16 +51,6 @@ def _view(texture, x, y, heading_deg, occluder=None, rng=None) -> BirdsEye:
     vals = vals - vals.mean()
     return BirdsEye(f[inside], s[inside], (vals / np.linalg.norm(vals)).astype(np.float32), True,
                     raw.astype(np.float32), RES, HP)
-
-
-def _ncc(a: BirdsEye, truth: BirdsEye) -> float:
-    """Correlation of a view with the true ground's view of the same pose, over the view's own cells (what the
-    filter's correlation with the satellite image sees)."""
-    key = {(round(float(f), 2), round(float(s), 2)): v for f, s, v in zip(truth.fwd, truth.right, truth.values)}
-    x = a.values.astype(np.float64)
-    y = np.array([key[(round(float(f), 2), round(float(s), 2))] for f, s in zip(a.fwd, a.right)])
-    x, y = x - x.mean(), y - y.mean()
-    return float(x @ y / math.sqrt((x @ x) * (y @ y)))
 
 
 def test_ego_motion_integrates_odometry_in_the_car_frame():
@@ -100,7 +90,8 @@ def test_an_occluder_is_flagged_and_left_out_which_restores_the_fit(texture):
     assert masked.n == int(chk.keep.sum()) and abs(float(np.linalg.norm(masked.values)) - 1) < 1e-4
     # the kept cells, high-passed again without the vehicle, match the true ground better than the whole frame
     # does, and better than the kept cells alone (the vehicle also shifted the local mean of its neighbours)
-    whole, kept, rehp = _ncc(cur, clean), _ncc(cur.take(chk.keep), clean), _ncc(masked, clean)
+    # correlations with the true ground's view of the pose, over each view's own cells
+    whole, kept, rehp = (bev_corr(v, clean)[0] for v in (cur, cur.take(chk.keep), masked))
     assert rehp > whole + 0.1 and rehp > kept, (whole, kept, rehp)
 
 

@@ -768,7 +768,7 @@ def bev_corr(a: BirdsEye, b: BirdsEye) -> tuple[float, int]:
     if len(pairs) < 3:
         return float("nan"), len(pairs)
     x = np.array(pairs, np.float64)
-    return float(np.corrcoef(x[:, 0], x[:, 1])[0, 1]), len(pairs)
+    return _corr(x[:, 0], x[:, 1]), len(pairs)
 
 
 def bev_ncc(bev: BirdsEye, mosaic: SatelliteMosaic, x: np.ndarray, y: np.ndarray, heading_deg: np.ndarray,
