@@ -233,6 +233,34 @@ def test_a_view_fading_to_a_wall_while_standing_keeps_the_fix_on_odometry(world,
     assert not [t for t, *_, st in off if st["coasting"]]
 
 
+def test_a_place_found_after_gps_ended_without_a_lock_is_confirmed_as_a_map_search(world, backend, index):
+    """GPS (a multipath fix 150 m off) ends before the track locks: the cloud it anchored is at the wrong place,
+    and the particles drawn over the whole map find the car. That place was found by a map search, not anchored, so
+    it is trusted only after the long confirmation (relock_frames_global strong frames over relock_distance_m),
+    never after the short one meant for an anchored track; every fix is accurate."""
+    frames, odom = simulate_drive(world, duration_s=60.0, fps=2.0, modality="ground", intr=INTR, rng=1,
+                                  season="autumn")
+    loc = VehicleLocalizer(backend, index, CFG, roads=RoadLayer.from_world(world), seed=0)
+    off = 150.0 / 111320.0  # degrees of latitude
+    rows, k = [], 0
+    for f in frames:
+        while k < len(odom) and odom[k].t <= f.t:
+            assert loc.on_odometry(odom[k]) is None
+            k += 1
+        prior = PositionPrior(f.lat + off, f.lon, 10.0) if f.t <= 1.0 else None
+        res = loc.localize(f.image, f.t, intrinsics=INTR, gps_prior=prior)
+        err = float(distance_m(res.fix.lat, res.fix.lon, f.lat, f.lon)) if res.fix else math.inf
+        rows.append((f.t, res, err))
+    assert not [t for t, res, _ in rows if t <= 1.0 and res.fix is not None]  # nothing fits the wrong place
+    fixes = [(t, e) for t, res, e in rows if res.fix is not None]
+    assert fixes, "the map search never found the car"
+    first = fixes[0][0]
+    before = [res.filter.reason for t, res, _ in rows if 1.0 < t < first]
+    assert any(r.startswith("confirming the place found by the map search") for r in before), before[-8:]
+    assert not any(r.startswith("confirming the track:") for r in before)
+    assert max(e for _, e in fixes) < 3.0
+
+
 def _planted_alias_run(world, backend, index, local: float, seed: int, duration_s: float = 26.0,
                        until_s: float = 24.0, **cfg_kw):
     """A search of the whole map (no GPS) whose particles are all moved, at 13 s, to a place 8 m along the road

@@ -1343,6 +1343,7 @@ class VehicleLocalizer:
         self._coasting = False  # the last frame kept its fix on odometry (see coast_distance_m)
         self._global = global_search
         self._shadow: np.ndarray | None = None  # the track held before a declared kidnap, moved by odometry only
+        self._gps_anchor = False  # ... or the cloud GPS anchored, when GPS ended before a lock
         self._reset_along_road()
 
     # ---------------------------------------------------------------- main entry
@@ -1389,6 +1390,14 @@ class VehicleLocalizer:
             problem = self._propagate(t)
             if problem:
                 problems.append(problem)
+            if gps_prior is None and not self._locked and not self._global:
+                # GPS ended before the track locked: from now on the particles drawn over the whole map make this a
+                # map search, and a place it finds is confirmed as one (relock_frames_global over
+                # relock_distance_m, the along-road check), unless it is where the cloud the GPS anchored went by
+                # odometry (kept as the shadow, see _refound)
+                self._shadow = self.p[self.rng.choice(len(self.p), cfg.n_particles, p=self.w)].copy()
+                self._global = True
+                self._gps_anchor = True
             if gps_prior is None and not self._locked:  # keep looking elsewhere while not locked
                 self._inject()
         timings["propagate"] = (time.perf_counter() - t1) * 1e3
@@ -1546,7 +1555,7 @@ class VehicleLocalizer:
             confirmed = confirmed and self._along_road_clear()
         if tight and self._z >= cfg.trust_z and (gps_prior is not None or confirmed):
             self._locked = True
-            if refound:
+            if refound and not self._gps_anchor:
                 self.refound_tracks += 1
             self._shadow = None
         on_map = bool(m.covers(np.array([top.x]), np.array([top.y]))[0])
@@ -1568,7 +1577,8 @@ class VehicleLocalizer:
         elif not self._locked and self._global and gps_prior is None and self._ar_reason:
             reason = self._ar_reason
         elif not self._locked and refound:
-            reason = (f"confirming the track held before the kidnap, re-found by the map search: strong for "
+            reason = (f"confirming the track held before {'the GPS loss' if self._gps_anchor else 'the kidnap'}, "
+                      f"re-found by the map search: strong for "
                       f"{self._good_run}/{cfg.relock_frames} frames")
         elif not self._locked and self._global:
             reason = (f"confirming the place found by the map search: strong for {self._good_run}/"
