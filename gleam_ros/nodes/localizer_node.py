@@ -161,6 +161,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("static_ground_check", True, "(configure) vehicle: leave out of the bird's-eye correlation the cells "
               "that do not show the ground the previous frame showed there (another vehicle, anything standing up "
               "from the road), when the two views otherwise agree; diagnostics ground_flagged_share, ground_masked"),
+    ParamSpec("bev_focal_px", 160.0, "(configure) vehicle: a ground frame with a longer focal length (a larger image "
+              "of the same lens) is area-averaged to this before the bird's-eye view, so the view and the filter's "
+              "settings do not depend on the camera's resolution (160: 320 px wide at 90 deg), px", (20.0, 10000.0)),
     ParamSpec("coast_distance_m", 16.0, "(configure) vehicle: a weak frame on a trusted track that shows the same "
               "scene as the frame before (a dead end facing a forest, a truck filling the view) keeps the fix on "
               "odometry for at most this much driving since a frame that fitted the imagery; 0 = off; diagnostics "

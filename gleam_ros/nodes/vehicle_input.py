@@ -106,7 +106,7 @@ class OdometryBuffer:
 #: Node parameters that are :class:`gleam_ros.core.vehicle.VehicleConfig` fields of the same name.
 VEHICLE_CONFIG_PARAMS = ("n_particles", "n_particles_global", "camera_height_m", "camera_pitch_deg",
                          "max_body_tilt_deg", "road_pitch", "along_road_check", "static_ground_check",
-                         "coast_distance_m", "trust_spread_m", "trust_min_frames", "max_odom_gap_s")
+                         "coast_distance_m", "bev_focal_px", "trust_spread_m", "trust_min_frames", "max_odom_gap_s")
 VEHICLE_MODALITIES = ("ground", "panorama")
 
 
