@@ -13,7 +13,11 @@ over the drive:
   every particle's pose, which pins metric position *and* heading. Optionally the frame's GLEAM-C embedding is
   compared with the embedding of the 50 m north-up satellite crop (:data:`~.preprocess.GROUND_TILE_M`)
   around each particle, cached per grid cell (``embed_weight``; off by default because the ImageNet encoder
-  does not separate ground views, see docs/bench/vehicle_bench.md);
+  does not separate ground views, see docs/bench/vehicle_bench.md). A ground frame finer than ``bev_focal_px`` is
+  area-averaged to it first (:func:`frame_at_focal`), so the view does not depend on the camera's resolution;
+* **static ground**: each view is compared with the previous one moved by the odometry (:func:`static_ground`);
+  cells that do not show the ground seen there before (another vehicle, anything standing up from the road) are
+  left out of the ground camera's correlation when the rest of the two views agree (not right after a kidnap);
 * **roads**: with a :class:`RoadLayer`, particles off drivable roads are down-weighted;
 * **trust**: modes of the posterior are found by weighted mean shift; a fix is published only when one mode
   holds nearly all the weight, is tight, no rival mode fits the imagery about as well (rivals keep a floor of
@@ -30,12 +34,15 @@ over the drive:
 * **kidnap**: one very poor frame makes a locked track suspect (no fix until it is confirmed again: a run of
   ``relock_frames`` strong frames, or a shorter one whose z-scores sum to as much). Weak or
   absent evidence (too little or untextured ground, a forest edge, a turn on the spot) is not evidence for being
-  elsewhere: the filter coasts on odometry, its spread grows, and it withholds fixes. A kidnap (the car was
+  elsewhere: the filter coasts on odometry, its spread grows, and it withholds fixes; it keeps the fix only while
+  each weak view continues the one before where the odometry puts it (``coast_distance_m``: a teleport breaks that
+  continuity). A kidnap (the car was
   teleported, or the map disagrees) is declared only on evidence against the track: frames that fit it no better
   than random places, or odometry that drives it off the roads, over ``kidnap_distance_m`` of driving with no
   strong frame between. Half the particles are then re-spread over the map; when the search converges on the
   track held before (propagated by odometry alone, within its spread) it is the same hypothesis and is trusted
-  after the short confirmation, a new place only after the long one.
+  after the short confirmation, a new place only after the long one. GPS that ends before a lock makes the same
+  kind of search: the cloud it anchored is the track held before.
 
 Satellite imagery comes from the :class:`~.index.TileIndex` the UAV localizer uses: its stored tile images
 are pasted into a gray mosaic (in the tiles' CRS, at the BEV resolution) around the area of interest.
