@@ -220,16 +220,19 @@ def test_a_view_fading_to_a_wall_while_standing_keeps_the_fix_on_odometry(world,
 
     rows = run_and_watch(loc)
     walled = [(t, res, st) for t, res, _, st in rows if stop[4] <= t <= stop[-1]]  # the wall alone
-    assert max(st["appearance_z_frame"] for _, _, st in walled) < CFG.trust_z_frame  # no evidence of the place
-    coasting = [t for t, _, _, st in rows if st["coasting"]]
-    assert len(coasting) >= len(walled), f"coasted on {len(coasting)} frames"
+    weak = [t for t, _, st in walled if st["appearance_z_frame"] < CFG.trust_z_frame]
+    assert len(weak) >= 0.75 * len(walled), "the wall fits the imagery: no test of coasting"
+    coasting = {t for t, _, _, st in rows if st["coasting"]}
+    assert set(weak) <= coasting, sorted(set(weak) - coasting)
     assert all(res.fix is not None for _, res, _ in walled), [res.filter.reason for _, res, _ in walled]
     assert loc.kidnaps == 0
     fixes = [e for t, res, e, _ in rows if res.fix is not None and t > 1.0]
     assert len(fixes) >= 0.8 * len([t for t, *_ in rows if t > 1.0]) and max(fixes) < 3.0
     off = run_and_watch(VehicleLocalizer(backend, index, replace(CFG, coast_distance_m=0.0),
                                          roads=RoadLayer.from_world(world), seed=0))
-    assert not [t for t, res, _, st in off if stop[4] <= t <= stop[-1] and res.fix is not None]
+    off_wall = [(res, st) for t, res, _, st in off if stop[4] <= t <= stop[-1]]
+    assert not [res for res, st in off_wall if st["appearance_z_frame"] < CFG.trust_z_frame and res.fix is not None]
+    assert sum(res.fix is not None for res, _ in off_wall) < len(walled) / 2
     assert not [t for t, *_, st in off if st["coasting"]]
 
 

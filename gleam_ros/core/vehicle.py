@@ -202,10 +202,12 @@ class VehicleConfig:
     # static_ground_sigma robust standard deviations outside the previous view's values around that place, when the
     # rest of the two views correlates by static_ground_agreement (the previous view shows the same ground: not
     # right after a kidnap). 0.5 is above the 99th percentile of views of unrelated places (0.48; consecutive views
-    # of world 4242's hard drive: median 0.77, 10th percentile 0.53). The panorama's view is checked (for the
-    # continuity that coasting needs) but scored whole: a vehicle covers a small sector of its 360 deg view, its
-    # hard tracking did not change with the mask (world 4242: 96.0 % with, 96.7 % without), and over 5 seeded hard
-    # cold starts the mask's perturbation of the whole-map search cost more than it gave (mean 27 % vs 50 %).
+    # of world 4242's hard drive: median 0.77, 10th percentile 0.53). Only a locked ground-camera track is masked;
+    # every view is checked (for the continuity that coasting needs). Not while searching: before the road pitch is
+    # learned (a hill, a biased IMU) the two views disagree in the far cells, whose features the search needs
+    # (test_road_pitch's cold start with a 2.5 deg IMU bias: 0 fixes masked, 17 unmasked; hard panorama cold starts
+    # over 5 seeds: mean 27 % masked, 50 % unmasked). Not the panorama: a vehicle covers a small sector of its
+    # 360 deg view, and its hard tracking did not change with the mask (world 4242: 96.0 % with, 96.7 % without).
     static_ground_check: bool = True
     static_ground_sigma: float = 3.0
     static_ground_agreement: float = 0.5
@@ -953,7 +955,7 @@ class VehicleLocalizer:
         self._odom: list[OdometrySample] = []
         self._prev_bev: BirdsEye | None = None  # the previous frame's bird's-eye view (static_ground)
         self._ego: tuple[float, float, float] | None = None  # odometry motion since then (None: not known)
-        self._ground = GroundCheck(np.ones(0, bool))  # the last frame's static_ground check
+        self._ground = GroundCheck(np.ones(0, bool))  # the last frame's static_ground check (masked: applied)
         self._z_now = math.nan
         self._road_share = math.nan
         self._odo_dist = 0.0  # distance driven by odometry (m)
@@ -1413,7 +1415,7 @@ class VehicleLocalizer:
             t1 = time.perf_counter()
             self._ground = static_ground(self._prev_bev, bev, self._ego, cfg.bev_res_m, cfg.static_ground_sigma,
                                          cfg.static_ground_agreement)
-            if self._ground.masked and cfg.modality != "ground":  # the panorama is scored whole (see the config)
+            if self._ground.masked and (cfg.modality != "ground" or not self._locked):  # see static_ground_check
                 self._ground = replace(self._ground, keep=np.ones(bev.n, bool), masked=False)
             if self._ground.masked:
                 bev = bev.without(~self._ground.keep)
