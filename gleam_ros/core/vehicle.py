@@ -536,12 +536,8 @@ class BirdsEye:
         valid = np.zeros(grid.shape, bool)
         grid[ii[keep], jj[keep]] = self.raw[keep]
         valid[ii[keep], jj[keep]] = True
-        vals = highpass(grid, valid, self.highpass_px)[ii[keep], jj[keep]]
-        vals = vals - vals.mean()
-        nrm = float(np.linalg.norm(vals))
-        textured = self.textured and nrm / math.sqrt(len(vals)) >= _MIN_TEXTURE
-        return BirdsEye(self.fwd[keep], self.right[keep], (vals / nrm if textured else np.zeros_like(vals)
-                                                            ).astype(np.float32), textured, self.raw[keep],
+        vals, textured = _normalised(highpass(grid, valid, self.highpass_px)[ii[keep], jj[keep]])
+        return BirdsEye(self.fwd[keep], self.right[keep], vals, self.textured and textured, self.raw[keep],
                         self.res_m, self.highpass_px)
 
 
@@ -640,12 +636,17 @@ def birds_eye(image: np.ndarray, cfg: VehicleConfig, intr: CameraIntrinsics | No
         grid = highpass(grid, inside, cfg.bev_highpass_m / cfg.bev_res_m)
     vals = grid[inside]
     f, s = f[inside], s[inside]
+    vals, textured = _normalised(vals)
+    return BirdsEye(f, s, vals, textured, raw.astype(np.float32), cfg.bev_res_m, cfg.bev_highpass_m / cfg.bev_res_m)
+
+
+def _normalised(vals: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(zero-mean, unit-norm float32 values, whether they are textured): all 0 when the RMS is below
+    ``_MIN_TEXTURE`` (a uniform view carries no appearance evidence)."""
     vals = vals - vals.mean() if len(vals) else vals
     norm = float(np.linalg.norm(vals))
     textured = len(vals) > 0 and norm / math.sqrt(len(vals)) >= _MIN_TEXTURE
-    vals = vals / norm if textured else np.zeros_like(vals)
-    return BirdsEye(f, s, vals.astype(np.float32), textured, raw.astype(np.float32), cfg.bev_res_m,
-                    cfg.bev_highpass_m / cfg.bev_res_m)
+    return (vals / norm if textured else np.zeros_like(vals)).astype(np.float32), textured
 
 
 def ego_motion(segs) -> tuple[float, float, float]:
