@@ -110,18 +110,23 @@ def test_every_reason_of_a_drive_has_a_short_label(kidnap_run):
     assert reason_kind("a reason not known yet: details") == "a reason not known yet"
 
 
-def _blank_stretch(world, backend, index, t0: float, t1: float, fill: str):
-    """A drive with GPS until 1 s whose frames in [t0, t1) are replaced (``uniform`` grey or random ``noise``),
-    the odometry untouched; returns (localizer, rows, metres driven in the stretch)."""
+def _blank_stretch(world, backend, index, t0: float, t1: float, fill: str, cfg: VehicleConfig = CFG):
+    """A drive with GPS until 1 s whose frames in [t0, t1) are replaced (``uniform`` grey or random ``noise``) or
+    have the right 60 % of the image flat grey (``occluded``: a truck alongside), the odometry untouched; returns
+    (localizer, rows, metres driven in the stretch)."""
     frames, odom = simulate_drive(world, duration_s=30.0, fps=2.0, modality="ground", intr=INTR, rng=1,
                                   season="autumn")
     rng = np.random.default_rng(0)
     for f in frames:
         if t0 <= f.t < t1:
-            f.image = (np.full_like(f.image, 128) if fill == "uniform"
-                       else rng.integers(0, 256, f.image.shape, dtype=np.uint8))
+            if fill == "occluded":
+                f.image = f.image.copy()
+                f.image[:, int(0.4 * f.image.shape[1]):] = int(f.image.mean())
+            else:
+                f.image = (np.full_like(f.image, 128) if fill == "uniform"
+                           else rng.integers(0, 256, f.image.shape, dtype=np.uint8))
     driven = sum(o.v_mps for o in odom if t0 <= o.t < t1) / 20.0  # odometry at 20 Hz
-    loc = VehicleLocalizer(backend, index, CFG, roads=RoadLayer.from_world(world), seed=0)
+    loc = VehicleLocalizer(backend, index, cfg, roads=RoadLayer.from_world(world), seed=0)
     return loc, run(loc, frames, odom, gps_until_s=1.0), driven
 
 
@@ -262,6 +267,72 @@ def test_a_place_found_after_gps_ended_without_a_lock_is_confirmed_as_a_map_sear
     assert any(r.startswith("confirming the place found by the map search") for r in before), before[-8:]
     assert not any(r.startswith("confirming the track:") for r in before)
     assert max(e for _, e in fixes) < 3.0
+
+
+def test_modes_are_ranked_by_the_weight_of_a_place_not_by_its_heaviest_particle(world, backend, index):
+    """During a map search a place's weight is shared among its many particles, while each of the few hundred drawn
+    over the whole map carries more than any one of them: the mode list must still start with the place that holds
+    most of the weight (seeding each mode at the heaviest single particle left it out of the five modes)."""
+    frames, odom = simulate_drive(world, duration_s=2.0, fps=2.0, modality="ground", intr=INTR, rng=1,
+                                  season="autumn")
+    loc = VehicleLocalizer(backend, index, CFG, roads=RoadLayer.from_world(world), seed=0)
+    for o in odom:
+        loc.on_odometry(o)
+    loc.localize(frames[0].image, frames[0].t, intrinsics=INTR)
+    rng = np.random.default_rng(0)
+    n_place, n_map = 2000, 500
+    place = np.array([frames[0].pose.x, frames[0].pose.y])
+    cloud = np.column_stack([place + rng.normal(0, 1.5, (n_place, 2)), rng.uniform(0, 360, n_place)])
+    spread = loc._draw_poses(n_map)
+    loc.p = np.concatenate([cloud, spread])
+    loc.w = np.concatenate([np.full(n_place, 0.7 / n_place), np.full(n_map, 0.3 / n_map)])
+    loc.s = np.full(len(loc.p), np.nan)
+    assert loc.w[n_place:].min() > loc.w[:n_place].max()  # each particle over the map outweighs each at the place
+    modes = loc._find_modes()
+    assert len(modes) == CFG.max_modes
+    top = modes[0]
+    assert math.hypot(top.x - place[0], top.y - place[1]) < 1.0
+    assert abs(top.weight - 0.7) < 0.05
+    assert all(md.weight < 0.05 for md in modes[1:])
+
+
+def test_the_gps_anchored_track_keeps_particles_through_a_stretch_that_fits_no_place(world, backend, index):
+    """GPS for 5 s while the view shows no ground (so the track does not lock), then 10 s of frames that fit no place
+    (random texture), then the ground again. The map search draws particles over the whole map every frame and the
+    random frames hand the weight to whichever places fit them by chance; with shadow_inject_fraction the cloud the
+    GPS anchored (moved by odometry: the shadow) keeps a share of the particles at the car, without it the car's
+    place is left with a small fraction. No wrong fix either way."""
+    share, back = {}, {}
+    for frac in (CFG.shadow_inject_fraction, 0.0):
+        frames, odom = simulate_drive(world, duration_s=30.0, fps=2.0, modality="ground", intr=INTR, rng=1,
+                                      season="autumn")
+        loc = VehicleLocalizer(backend, index, replace(CFG, shadow_inject_fraction=frac),
+                               roads=RoadLayer.from_world(world), seed=0)
+        k, fixes, rng = 0, [], np.random.default_rng(0)
+        for f in frames:
+            while k < len(odom) and odom[k].t <= f.t:
+                loc.on_odometry(odom[k])
+                k += 1
+            image = f.image
+            if f.t < 5.0:
+                image = np.full_like(f.image, 128)
+            elif f.t < 15.0:
+                image = rng.integers(0, 256, f.image.shape, dtype=np.uint8)
+            prior = PositionPrior(f.lat, f.lon, 10.0) if f.t < 5.0 else None
+            res = loc.localize(image, f.t, intrinsics=INTR, gps_prior=prior)
+            assert not (f.t < 15.0 and res.fix is not None)
+            if f.t == 14.5:  # the last random frame
+                share[frac] = float(loc.w[np.hypot(loc.p[:, 0] - f.pose.x, loc.p[:, 1] - f.pose.y) <= 10.0].sum())
+            if res.fix is not None:
+                fixes.append((f.t, float(distance_m(res.fix.lat, res.fix.lon, f.lat, f.lon))))
+        assert max((e for _, e in fixes), default=0.0) < 3.0, fixes
+        back[frac] = fixes[0][0] if fixes else math.inf
+    # in steady state the shadow's draws hold shadow / (shadow + map + along-road) = 0.25 of the particles; without
+    # them 20 frames of 15 % re-draws leave about 0.85^20 = 4 % (plus along-road draws that land near the car)
+    assert share[0.0] < 0.1 and share[CFG.shadow_inject_fraction] > 0.15, share
+    ground_frames = int(round((back[CFG.shadow_inject_fraction] - 15.0) * 2.0))
+    assert ground_frames < CFG.relock_frames_global, back  # re-found and confirmed by the short confirmation
+    assert back[0.0] > back[CFG.shadow_inject_fraction], back
 
 
 def _planted_alias_run(world, backend, index, local: float, seed: int, duration_s: float = 26.0,

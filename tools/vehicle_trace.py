@@ -3,7 +3,8 @@
 Runs :func:`gleam_ros.core.bench_vehicle.run_drive` on one held-out world (the bench's drive, seed and index; the
 other-source index and the hard drive with ``--hard``) and prints, per frame: time, trusted or not, the fix's
 error, the appearance z-score of the frame and its running mean, locked / suspect / searching, the top mode's
-spread and weight, the learned road pitch and the filter's reason. Then the share of frames (after the GPS loss)
+spread and weight, the top mode's error and the weight of the mode within 10 m of the car (0: none is), the
+learned road pitch and the filter's reason. Then the share of frames (after the GPS loss)
 with a trusted fix within 10 m, and the frames without a fix counted by reason
 (:func:`~gleam_ros.core.bench_vehicle.no_fix_reasons`).
 
@@ -32,6 +33,7 @@ from gleam_ros.core.bench_vehicle import (  # noqa: E402
     no_fix_reasons,
     run_drive,
 )
+from gleam_ros.core import geo  # noqa: E402
 from gleam_ros.core.encoder import TorchBackend  # noqa: E402
 from gleam_ros.core.geo import distance_m  # noqa: E402
 from gleam_ros.core.index import TileIndex  # noqa: E402
@@ -88,7 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     def on_frame(method, loc, rec) -> None:
         st = loc.status()
         err = float(distance_m(rec.est_lat, rec.est_lon, rec.gt_lat, rec.gt_lon)) if rec.trusted else math.nan
-        row = {"t": rec.t, "trusted": rec.trusted, "error_m": err, "z_frame": st["appearance_z_frame"],
+        # the ranked modes against the truth: the top mode's error, and the weight of the mode nearest the car
+        mode_err, truth_w = math.nan, math.nan
+        if loc._modes:
+            crs = loc._mosaic.crs
+            lons, lats = geo.transform([md.x for md in loc._modes], [md.y for md in loc._modes], crs, geo.WGS84)
+            d = [float(distance_m(la, lo, rec.gt_lat, rec.gt_lon)) for la, lo in zip(lats, lons)]
+            mode_err = d[0]
+            near = min(range(len(d)), key=d.__getitem__)
+            truth_w = loc._modes[near].weight if d[near] <= 10.0 else 0.0
+        row = {"t": rec.t, "trusted": rec.trusted, "error_m": err, "top_mode_error_m": mode_err,
+               "truth_mode_weight": truth_w, "z_frame": st["appearance_z_frame"],
                "z": st["appearance_z"], "locked": st["locked"], "suspect": st["suspect"],
                "searching": st["global_search"], "spread_m": st["spread_m"], "top_weight": st["top_mode_weight"],
                "road_pitch_deg": st["road_pitch_deg"], "ground_flagged": st["ground_flagged_share"],
@@ -96,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                "reason": rec.note or "trusted"}
         rows.append(row)
         flags = "".join(c for c, on in (("L", row["locked"]), ("S", row["suspect"]), ("G", row["searching"])) if on)
-        print(f"{rec.t:6.1f} {'T' if rec.trusted else '.'} err {err:5.1f} m  z {row['z_frame']:6.2f} "
+        print(f"{rec.t:6.1f} {'T' if rec.trusted else '.'} err {err:5.1f} m  top {mode_err:6.1f} m "
+              f"truth w {truth_w:4.2f}  z {row['z_frame']:6.2f} "
               f"(mean {row['z']:5.2f}) {flags:3s} spread {row['spread_m']:5.2f} m  w {row['top_weight']:.2f}  "
               f"road pitch {row['road_pitch_deg']:+.2f}  not ground {row['ground_flagged']:4.2f}"
               f"{'*' if row['ground_masked'] else ' '} "

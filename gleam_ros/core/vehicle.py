@@ -171,6 +171,12 @@ class VehicleConfig:
     # search can settle on a place a few metres along the road from the car (an along-road alias), where neither
     # the particles resampled from it nor the ones drawn over the whole map reach the car.
     local_inject_fraction: float = 0.05
+    # And this share is re-drawn from the track held before the search began (the cloud the GPS anchored, when GPS
+    # ended before a lock, or the track held before a declared kidnap), moved by odometry alone (the shadow, see
+    # VehicleLocalizer._refound): a stretch whose imagery fits the car's place poorly (z about 1 on the hard drives)
+    # would otherwise hand all the weight to the places over the map that fit a few frames by chance, and the car's
+    # place would have no particles left when the view fits again.
+    shadow_inject_fraction: float = 0.05
     local_search_m: float = 32.0  # about two bird's-eye views (bev_max_m) along the road either way
     max_bev_cells: int = 800  # BEV cells compared per particle while tracking (a random subset; speed)
     global_bev_cells: int = 400  # the same while searching the whole map
@@ -247,14 +253,15 @@ class VehicleConfig:
                                  "trust_z_frame", "kidnap_z_frame", "ambiguity_margin", "mode_floor", "relock_distance_m",
                                  "kidnap_distance_m",
                                  "kidnap_z", "road_off_weight", "inject_fraction", "local_inject_fraction",
-                                 "local_search_m", "along_road_cross_m", "along_road_heading_deg", "coast_distance_m")
+                                 "shadow_inject_fraction", "local_search_m", "along_road_cross_m",
+                                 "along_road_heading_deg", "coast_distance_m")
             if f.name == "camera_pitch_deg":
                 if abs(v) >= 60:
                     raise ConfigError(f"VehicleConfig.camera_pitch_deg must be within (-60, 60), got {v!r}")
             elif (v < 0) if lo_zero else (v <= 0):
                 raise ConfigError(f"VehicleConfig.{f.name} must be {'>= 0' if lo_zero else '> 0'}, got {v!r}")
         for name in ("road_off_weight", "trust_mode_weight", "z_ema", "inject_fraction", "mode_floor",
-                     "local_inject_fraction", "static_ground_agreement"):
+                     "local_inject_fraction", "shadow_inject_fraction", "static_ground_agreement"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"VehicleConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
         for name, hi in (("road_pitch_step_deg", 5.0), ("road_pitch_gain", 1.0), ("road_pitch_max_deg", 20.0)):
@@ -1198,9 +1205,14 @@ class VehicleLocalizer:
     def _inject(self) -> None:
         """While not locked, re-draw random particles: ``inject_fraction`` of them at random road poses of the whole
         map, ``local_inject_fraction`` along the road through the modes of the search holding at least a tenth of the
-        weight (:meth:`_along_road`). They start with the mean weight."""
+        weight (:meth:`_along_road`), ``shadow_inject_fraction`` from the shadow (the track held before the search,
+        moved by odometry) while there is one. They start with the mean weight."""
         cfg = self.cfg
         n = len(self.p)
+        k_shadow = int(round(cfg.shadow_inject_fraction * n)) if self._shadow_cov() is not None else 0
+        if k_shadow:
+            pick = self.rng.choice(len(self._shadow), k_shadow)
+            self._reseed(self.rng.choice(n, k_shadow, replace=False), self._shadow[pick])
         modes = [md for md in self._modes[: cfg.max_modes]
                  if md.weight >= 0.1 and len(md.members) == n and md.members.any()]
         n_local = int(round(cfg.local_inject_fraction * n)) if modes and cfg.local_search_m > 0 else 0
@@ -1648,19 +1660,27 @@ class VehicleLocalizer:
             prior_used=False, tile_lat=float(lat), tile_lon=float(lon),
         )
 
-    def _refound(self, top: _Mode) -> bool:
-        """Whether the map search's top mode is the track held before the declared kidnap: it lies within the
-        99 % ellipse of that track propagated by odometry alone (the shadow's spread plus the mode's) and heads
-        the same way (within 3 sigma). The shadow is dropped once its spread exceeds ``mode_radius_m`` (it no
-        longer tells one place on a road from the next)."""
+    def _shadow_cov(self) -> np.ndarray | None:
+        """The shadow's position covariance, or None without one; a shadow whose spread grew past ``mode_radius_m``
+        (it no longer tells one place on a road from the next) is dropped."""
         sh = self._shadow
         if sh is None:
-            return False
+            return None
         d = sh[:, :2] - sh[:, :2].mean(axis=0)
         cov = d.T @ d / len(sh)
         if math.sqrt(max(float(np.linalg.eigvalsh(cov).max()), 0.0)) > self.cfg.mode_radius_m:
             self._shadow = None
+            return None
+        return cov
+
+    def _refound(self, top: _Mode) -> bool:
+        """Whether the map search's top mode is the track held before the declared kidnap: it lies within the
+        99 % ellipse of that track propagated by odometry alone (the shadow's spread plus the mode's) and heads
+        the same way (within 3 sigma). No shadow, or one grown too wide (:meth:`_shadow_cov`): False."""
+        cov = self._shadow_cov()
+        if cov is None:
             return False
+        sh = self._shadow
         hd, hs = _circ_mean_std(sh[:, 2], np.ones(len(sh)))
         delta = np.array([top.x, top.y]) - sh[:, :2].mean(axis=0)
         m2 = float(delta @ np.linalg.solve(cov + top.cov + 1e-6 * np.eye(2), delta))
@@ -1687,17 +1707,34 @@ class VehicleLocalizer:
         return math.hypot(a.x - b.x, a.y - b.y)
 
     def _find_modes(self) -> list[_Mode]:
-        """Weighted mean-shift modes of the particle cloud, heaviest first."""
+        """Weighted mean-shift modes of the particle cloud, heaviest first.
+
+        Each mode's mean shift starts in the square of side ``mode_radius_m`` that holds the most weight among the
+        particles not yet in a mode, not at the heaviest single particle: while the map is searched, a few hundred
+        particles drawn over the whole map each carry more weight than any one of the thousands around the car
+        (the weight of a place is shared among its particles), and with at most ``max_modes`` modes seeded at
+        single particles the place that holds most of the weight could be left out of the list altogether.
+        """
         p, w = self.p, self.w
         rad = self.cfg.mode_radius_m
+        _, cell = np.unique(np.floor(p[:, :2] / rad).astype(np.int64), axis=0, return_inverse=True)
+        cell = cell.reshape(-1)
         left = np.ones(len(p), bool)
         modes: list[_Mode] = []
         while left.any() and len(modes) < self.cfg.max_modes:
-            i = int(np.argmax(np.where(left, w, -1)))
-            cx, cy = p[i, 0], p[i, 1]
+            mass = np.bincount(cell, weights=np.where(left, w, 0.0)) + 1e-300 * np.bincount(cell, weights=left)
+            c = int(np.argmax(mass))  # (the tiny term: a square with particles left, should all their weights be 0)
+            seed = left & (cell == c)
+            ws = w[seed]
+            if ws.sum() > 0:
+                cx, cy = float(np.sum(ws * p[seed, 0]) / ws.sum()), float(np.sum(ws * p[seed, 1]) / ws.sum())
+            else:
+                cx, cy = float(p[seed, 0].mean()), float(p[seed, 1].mean())
             for _ in range(5):
                 near = left & ((p[:, 0] - cx) ** 2 + (p[:, 1] - cy) ** 2 <= rad**2)
                 ww = w[near]
+                if not ww.sum() > 0:
+                    break
                 cx, cy = float(np.sum(ww * p[near, 0]) / ww.sum()), float(np.sum(ww * p[near, 1]) / ww.sum())
             near = left & ((p[:, 0] - cx) ** 2 + (p[:, 1] - cy) ** 2 <= (2 * rad) ** 2)
             ww = w[near]
