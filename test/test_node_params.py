@@ -42,10 +42,11 @@ def test_vehicle_parameters_reach_the_vehicle_config():
         assert getattr(cfg, name) == getattr(base, name), name
     cfg = vehicle_input.vehicle_config("panorama", {**params, "max_body_tilt_deg": 8.0, "camera_height_m": 2.1,
                                                     "along_road_check": False, "static_ground_check": False,
-                                                    "coast_distance_m": 0.0, "bev_focal_px": 320.0})
+                                                    "coast_distance_m": 0.0, "bev_focal_px": 320.0,
+                                                    "sustained_evidence": False})
     assert (cfg.modality, cfg.max_body_tilt_deg, cfg.camera_height_m) == ("panorama", 8.0, 2.1)
     assert cfg.along_road_check is False and cfg.static_ground_check is False and cfg.coast_distance_m == 0.0
-    assert cfg.bev_focal_px == 320.0
+    assert cfg.bev_focal_px == 320.0 and cfg.sustained_evidence is False
     with pytest.raises(ConfigError, match="max_body_tilt_deg"):
         vehicle_input.vehicle_config("ground", {**params, "max_body_tilt_deg": 60.0})
 

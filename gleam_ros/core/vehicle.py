@@ -94,7 +94,8 @@ DRIVABLE_KINDS = (1, 2, 3)
 VEHICLE_MODALITIES = ("ground", "panorama")
 
 _NULL_CLOUD = 16  # poses per null sample (see VehicleLocalizer._evidence_z)
-_MOVED_M = 1.0  # driven since the previous frame for the frame to count towards "lost"
+_MOVED_M = 1.0  # driven since the previous frame for the frame to count towards "lost" or a sustained run
+_CHAIN_MAX = 200  # frames of a sustained-evidence run kept
 _MIN_TEXTURE = 0.5 / 255.0  # RMS of the (high-passed) BEV below half a grey level of an 8-bit image: no texture
 
 
@@ -227,6 +228,17 @@ class VehicleConfig:
     # of unrelated places on world 4242's hard drive (3.9; 99th percentile 2.9; tools/static_ground_null.py).
     coast_distance_m: float = 16.0
     coast_continuity_z: float = 5.0
+    # Sustained evidence: a locked track whose latest frames, each continuing the frame before (the views agree where
+    # the odometry puts them, static_ground_agreement: no teleport between them), each fit at least kidnap_z_frame and
+    # on average at least trust_z_frame over at least relock_frames frames and kidnap_distance_m of driving (about two
+    # disjoint views of the ground, as for the evidence against a track), is trusted although its running z
+    # (trust_z) sagged: a stretch whose imagery fits the car's place only moderately (z 1-4 frame after frame). Under
+    # a kidnap the frames would fit like random places (z about 0: a mean >= 2.5 over two disjoint views is more
+    # than 3 standard deviations out). Such frames neither make the track suspect nor count as evidence against it.
+    # A view that does not continue the one before starts the run over, so the frames before a teleport never vouch
+    # for the frames after it; frames while standing do not count (the same ground again). Needs static_ground_check
+    # (the agreement); False: only the per-frame rule.
+    sustained_evidence: bool = True
 
     def __post_init__(self) -> None:
         if self.modality not in VEHICLE_MODALITIES:
@@ -238,7 +250,7 @@ class VehicleConfig:
             v = getattr(self, f.name)
             if f.name == "modality":
                 continue
-            if f.name in ("road_pitch", "along_road_check", "static_ground_check"):
+            if f.name in ("road_pitch", "along_road_check", "static_ground_check", "sustained_evidence"):
                 if not isinstance(v, bool):
                     raise ConfigError(f"VehicleConfig.{f.name} must be true or false, got {v!r}")
                 continue
@@ -989,6 +1001,7 @@ class VehicleLocalizer:
             "locked": self._locked,
             "suspect": self._suspect,
             "coasting": self._coasting,
+            "sustained_evidence": self._sustained,
             "global_search": self._global,
             "odom_age_s": odom_age,
             "road_share": self._road_share,
@@ -1364,6 +1377,9 @@ class VehicleLocalizer:
         self._trusted_prev = False  # the previous frame had a trusted fix
         self._strong_dist = -math.inf  # odometry distance at the last frame that fitted the imagery strongly
         self._coasting = False  # the last frame kept its fix on odometry (see coast_distance_m)
+        # (odometry distance, z) of the locked track's latest frames, each continuing the one before
+        self._chain: list[tuple[float, float]] = []
+        self._sustained = False  # the last frame's sustained evidence (see sustained_evidence)
         self._global = global_search
         self._shadow: np.ndarray | None = None  # the track held before a declared kidnap, moved by odometry only
         self._gps_anchor = False  # ... or the cloud GPS anchored, when GPS ended before a lock
@@ -1492,6 +1508,13 @@ class VehicleLocalizer:
                  and g.agreement >= cfg.static_ground_agreement and g.continuity >= cfg.coast_continuity_z
                  and self._odo_dist - self._strong_dist <= cfg.coast_distance_m)
         self._coasting = coast
+        # Only frames after the car moved count as evidence over a run of frames or towards "lost": a car standing
+        # or turning on the spot (at a dead end, facing a field) sees the same ground again, and a track that does
+        # not move cannot have gone wrong meanwhile.
+        prev_dist = self._frame_dist
+        moved = self._odo_dist - prev_dist >= _MOVED_M
+        self._frame_dist = self._odo_dist
+        sustained = self._sustained = self._sustained_run(informative and moved, z_now, g, off_road)
         if informative and not coast:
             self._z = (1 - cfg.z_ema) * self._z + cfg.z_ema * z_now
             # the same place (the top mode moved no more than the car) fitting strongly, frame after frame
@@ -1510,31 +1533,27 @@ class VehicleLocalizer:
                 self._run_z = z_now if strong else 0.0
                 self._run_start_dist = self._odo_dist
             self._prev_top = (top.x, top.y, self._odo_dist)
-        if self._locked and not coast and (self._z < cfg.trust_z - 1.0 or z_now < cfg.kidnap_z_frame or off_road):
+        if self._locked and not coast and (off_road or z_now < cfg.kidnap_z_frame
+                                           or (self._z < cfg.trust_z - 1.0 and not sustained)):
             self._suspect = True  # the evidence sagged: no fix until it has been strong again for a while
             self._good_run = 0
             self._run_z = 0.0
-        if self._suspect and self._suspicion_cleared():
+        if self._suspect and (sustained or self._suspicion_cleared()):
             self._suspect = False
         lost = False
-        # Only frames after the car moved count towards "lost": a car standing or turning on the spot (at a dead
-        # end, facing a field) sees little, and a track that does not move cannot have gone wrong meanwhile.
-        prev_dist = self._frame_dist
-        moved = self._odo_dist - prev_dist >= _MOVED_M
-        self._frame_dist = self._odo_dist
         if gps_prior is not None or not (self._locked or tight):
             self._low_z = 0
         elif self._locked:
             # A locked track is given up only on evidence for being elsewhere (see kidnap_distance_m): weak or
             # absent evidence (a forest edge, an occluded frame, a turn on the spot) withholds fixes (suspect) and
             # the filter coasts on odometry, but it does not throw the track away.
-            if off_road or (informative and not coast and z_now < cfg.kidnap_z):
+            if off_road or (informative and not coast and not sustained and z_now < cfg.kidnap_z):
                 if moved:
                     if self._low_z == 0:
                         self._against_from = prev_dist
                     self._low_z += 1
-            elif informative and z_now >= cfg.trust_z_frame:
-                self._low_z = 0  # the track fits a frame far better than random places do
+            elif informative and (z_now >= cfg.trust_z_frame or sustained):
+                self._low_z = 0  # the track fits a frame (or a run of them) far better than random places do
             lost = (self._low_z >= cfg.kidnap_frames
                     and self._odo_dist - self._against_from >= cfg.kidnap_distance_m)
         elif self._z < cfg.kidnap_z or off_road:  # converged, not yet locked
@@ -1595,7 +1614,7 @@ class VehicleLocalizer:
                       f"(e.g. {rivals[0].weight:.2f} of the weight, {self._dist_m(top, rivals[0]):.0f} m away)")
         elif top.spread_m > cfg.trust_spread_m:
             reason = f"posterior spread {top.spread_m:.1f} m > {cfg.trust_spread_m} m"
-        elif not coast and not (self._z >= cfg.trust_z and z_now >= cfg.trust_z_frame):
+        elif not coast and not sustained and not (self._z >= cfg.trust_z and z_now >= cfg.trust_z_frame):
             reason = f"appearance evidence z={z_now:.1f} (mean {self._z:.1f}) < {cfg.trust_z}"
         elif not self._locked and self._global and gps_prior is None and self._ar_reason:
             reason = self._ar_reason
@@ -1686,6 +1705,27 @@ class VehicleLocalizer:
         m2 = float(delta @ np.linalg.solve(cov + top.cov + 1e-6 * np.eye(2), delta))
         dh = abs((top.heading_deg - hd + 180.0) % 360.0 - 180.0)
         return m2 <= 9.21 and dh <= 3.0 * math.hypot(hs, top.heading_std_deg)  # chi2(2 dof, 0.99) = 9.21
+
+    def _sustained_run(self, counts: bool, z_now: float, g: GroundCheck, off_road: bool) -> bool:
+        """Whether a locked track has sustained evidence (see ``VehicleConfig.sustained_evidence``) with this frame:
+        the run of frames, each continuing the one before (``g.agreement``), ends with at least ``relock_frames``
+        frames over at least ``kidnap_distance_m`` of driving that each fit with z >= ``kidnap_z_frame`` and on
+        average with z >= ``trust_z_frame``. ``counts``: the frame carries evidence and the car moved since the one
+        before (a frame that does not count is never sustained and does not extend the run)."""
+        cfg = self.cfg
+        if not (self._locked and cfg.sustained_evidence) or (counts and not g.agreement >= cfg.static_ground_agreement):
+            self._chain = []  # not a locked track, or this view does not continue the one before: start over
+        if not (self._locked and cfg.sustained_evidence and counts):
+            return False
+        self._chain = (self._chain + [(self._odo_dist, z_now)])[-_CHAIN_MAX:]
+        end = self._chain[-1][0]
+        k = len(self._chain) - cfg.relock_frames
+        while k >= 0 and end - self._chain[k][0] < cfg.kidnap_distance_m:
+            k -= 1
+        if k < 0 or off_road:
+            return False
+        zs = [z for _, z in self._chain[k:]]
+        return min(zs) >= cfg.kidnap_z_frame and float(np.mean(zs)) >= cfg.trust_z_frame
 
     def _suspicion_cleared(self) -> bool:
         """Whether a suspect locked track has been confirmed again: a run of strong frames at the same place, either

@@ -168,6 +168,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "scene as the frame before (a dead end facing a forest, a truck filling the view) keeps the fix on "
               "odometry for at most this much driving since a frame that fitted the imagery; 0 = off; diagnostics "
               "coasting, m", (0.0, 100.0)),
+    ParamSpec("sustained_evidence", True, "(configure) vehicle: keep a locked track trusted through frames that fit "
+              "only moderately (a run of at least 6 views over 30 m of driving, each continuing the one before, each "
+              "z >= 1 and on average >= 2.5) although its running z sagged; a view that does not continue the "
+              "previous one starts the run over; diagnostics sustained_evidence"),
     ParamSpec("trust_spread_m", 4.0, "(configure) vehicle: a fix needs the posterior mode this tight (1 sigma), m",
               (0.5, 100.0)),
     ParamSpec("trust_min_frames", 3, "(configure) vehicle: frames the posterior must stay tight before a fix",
