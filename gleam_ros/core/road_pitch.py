@@ -22,7 +22,7 @@ from .errors import ConfigError
 @dataclass
 class RoadPitch:
     """A running estimate of the pitch offset (degrees) to add to mounting + IMU pitch to get the pitch against the
-    road: a slow correction, updated only from frames whose track is locked.
+    road: a slow correction, updated from frames whose top mode is tight (see VehicleLocalizer._probe_road_pitch).
 
     ``step_deg``: the probes either side of the estimate; ``gain``: the weight of one frame's measurement (an
     exponential average over about 1/gain frames); ``max_abs_deg``: the estimate's bound (a larger offset is not a

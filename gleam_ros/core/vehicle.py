@@ -1635,7 +1635,7 @@ class VehicleLocalizer:
         elif self._converged < cfg.trust_min_frames:
             reason = f"converging ({self._converged}/{cfg.trust_min_frames} frames)"
         trusted = reason == ""
-        if cfg.road_pitch and informative and tight and not self._suspect and not coast:
+        if cfg.road_pitch and informative and tight and not coast:
             t2 = time.perf_counter()
             self._probe_road_pitch(image, intrinsics, body_pitch, body_roll, top)
             timings["road_pitch"] = (time.perf_counter() - t2) * 1e3
@@ -1866,13 +1866,17 @@ class VehicleLocalizer:
         ``max_bev_cells`` evenly spaced cells) against the imagery at the top mode's heaviest particles (weighted
         mean NCC) and update the estimate (:class:`RoadPitch`).
 
-        Called whenever the top mode is tight and the track not suspect: while tracking, and also while a search
-        (a cold start, after a kidnap) has converged on a place it is still confirming. On a hill the search
-        projects every frame at the IMU's pitch, off by the grade, and a place never fits strongly enough to be
-        confirmed unless the pitch is learned there too. The estimate is one number for the car, not per place: a
-        search that converged on a wrong place tunes it to that place for a few frames, and the confirmation of a
-        place found by the map search (``relock_frames_global`` strong frames over ``relock_distance_m``, the
-        along-road check) still has to pass."""
+        Called whenever the top mode is tight and the frame not coasting: while tracking, also while the locked
+        track is suspect, and while a search (a cold start, after a kidnap) has converged on a place it is still
+        confirming. On a hill the search projects every frame at the IMU's pitch, off by the grade, and a place
+        never fits strongly enough to be confirmed unless the pitch is learned there too. Likewise a locked track
+        whose frames stop fitting where the grade changes becomes suspect, and a pitch frozen while it is suspect
+        kept them from fitting again (world 4343's hard drive, seed 4: 15 s suspect at a stale -0.4 deg, then a
+        kidnap declared on the right track; learned on, the estimate reached +3.4 deg and the track was trusted
+        again within 5 s). The estimate is one number for the car, not per place: a search that converged on a
+        wrong place, or a track that was kidnapped, tunes it to that place for a few frames, and the confirmation
+        (``relock_frames_global`` strong frames over ``relock_distance_m`` and the along-road check for a place
+        found by the map search; clearing a suspicion) still has to pass."""
         cfg = self.cfg
         idx = np.flatnonzero(top.members)
         idx = idx[np.argsort(-self.w[idx])[: cfg.road_pitch_particles]]
