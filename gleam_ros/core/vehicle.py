@@ -29,20 +29,26 @@ over the drive:
   chance). While searching, a share of the particles is re-drawn every frame over the whole map and a smaller
   share along the road through the search's modes (``local_inject_fraction``, ``local_search_m``): on a straight
   road the bird's-eye correlation pins the position along the road weakly, and a search that settled a few metres
-  along the road from the car would otherwise stay there. The fix covariance is the mode's particle spread.
+  along the road from the car would otherwise stay there. When the search starts confirming a place, the places
+  whose imagery looks most like it (:func:`lookalike_places`: shifted, or turned around) get a share of its
+  particles (``lookalikes``), so a street repeated elsewhere on the map is weighed by the frames instead of lost to
+  whichever copy the random draws reached first. Modes are ranked by the weight of a place, not by their heaviest
+  particle. The fix covariance is the mode's particle spread.
   While the posterior is multimodal the modes are ranked hypotheses and there is no fix;
 * **kidnap**: one very poor frame makes a locked track suspect (no fix until it is confirmed again: a run of
   ``relock_frames`` strong frames, or a shorter one whose z-scores sum to as much). Weak or
   absent evidence (too little or untextured ground, a forest edge, a turn on the spot) is not evidence for being
   elsewhere: the filter coasts on odometry, its spread grows, and it withholds fixes; it keeps the fix only while
   each weak view continues the one before where the odometry puts it (``coast_distance_m``: a teleport breaks that
-  continuity). A kidnap (the car was
+  continuity), or while a run of such views, taken while driving, fits moderately but steadily
+  (``sustained_evidence``). The road pitch is learned on while the track is suspect. A kidnap (the car was
   teleported, or the map disagrees) is declared only on evidence against the track: frames that fit it no better
   than random places, or odometry that drives it off the roads, over ``kidnap_distance_m`` of driving with no
   strong frame between. Half the particles are then re-spread over the map; when the search converges on the
   track held before (propagated by odometry alone, within its spread) it is the same hypothesis and is trusted
   after the short confirmation, a new place only after the long one. GPS that ends before a lock makes the same
-  kind of search: the cloud it anchored is the track held before.
+  kind of search: the cloud it anchored is the track held before. While searching, a share of the particles is
+  re-drawn from that track (``shadow_inject_fraction``), so a stretch that fits it poorly does not lose it.
 
 Satellite imagery comes from the :class:`~.index.TileIndex` the UAV localizer uses: its stored tile images
 are pasted into a gray mosaic (in the tiles' CRS, at the BEV resolution) around the area of interest.
@@ -181,7 +187,13 @@ class VehicleConfig:
     local_search_m: float = 32.0  # about two bird's-eye views (bev_max_m) along the road either way
     max_bev_cells: int = 800  # BEV cells compared per particle while tracking (a random subset; speed)
     global_bev_cells: int = 400  # the same while searching the whole map
-    ambiguity_margin: float = 0.03  # a mode whose best running NCC is within this of the top's is a rival
+    ambiguity_margin: float = 0.03  # a mode whose mean running NCC is within this of the top's is a rival
+    # Look-alikes: when the map search starts confirming a place, the satellite imagery around it (2 * bev_max_m
+    # square) is matched over the whole mosaic, as it is and turned around (180 deg), and this many of the best
+    # matching places elsewhere get the place's particles moved there (mode_floor of them each), so whether the frames
+    # tell the place from the places that look most like it is decided by the frames, not by which of them the random
+    # draws happened to reach first (a street repeated elsewhere on the map). 0 = off.
+    lookalikes: int = 2
     mode_floor: float = 0.05  # share of particles resampling keeps on each rival mode
     mosaic_radius_m: float = 1500.0  # satellite mosaic around the area of interest
     gps_sigma_floor_m: float = 2.0
@@ -243,7 +255,7 @@ class VehicleConfig:
     def __post_init__(self) -> None:
         if self.modality not in VEHICLE_MODALITIES:
             raise ConfigError(f"VehicleConfig.modality must be one of {VEHICLE_MODALITIES}, got {self.modality!r}")
-        ints = {"n_particles": 10, "n_particles_global": 10, "min_bev_cells": 1, "max_modes": 1,
+        ints = {"n_particles": 10, "n_particles_global": 10, "min_bev_cells": 1, "max_modes": 1, "lookalikes": 0,
                 "trust_min_frames": 1, "kidnap_frames": 1, "relock_frames": 1, "relock_frames_global": 1, "null_samples": 10,
                 "global_bev_cells": 10, "max_bev_cells": 10, "road_pitch_particles": 1}
         for f in fields(self):
@@ -781,6 +793,53 @@ def static_ground(prev: BirdsEye, cur: BirdsEye, motion: tuple[float, float, flo
     return GroundCheck(~flag, share, agreement, True, continuity)
 
 
+def lookalike_places(mosaic: SatelliteMosaic, x: float, y: float, side_m: float, k: int, exclude_m: float,
+                     res_m: float = 1.0) -> list[tuple[float, float, bool]]:
+    """The ``k`` places of the mosaic whose imagery best matches the ``side_m`` square around (``x``, ``y``), as
+    it is or turned around (180 deg): (x, y, turned) of each match's centre, best first, none within ``exclude_m``
+    of (x, y) or of a better match. Normalized cross-correlation of the (high-passed) gray mosaic at ``res_m`` per
+    pixel. Empty when the square leaves the imagery or shows no texture."""
+    f = mosaic.gsd / res_m
+    g = np.nan_to_num(mosaic.gray, nan=0.0)
+    if f < 1.0:
+        g = cv2.resize(g, (max(1, int(round(g.shape[1] * f))), max(1, int(round(g.shape[0] * f)))),
+                       interpolation=cv2.INTER_AREA)
+    else:
+        res_m, f = mosaic.gsd, 1.0
+    side = int(round(side_m / res_m)) | 1  # odd: a centre pixel
+    c, r = mosaic.to_px(x, y)
+    c, r = int(round((float(c) + 0.5) * f - 0.5)), int(round((float(r) + 0.5) * f - 0.5))
+    h = side // 2
+    if k <= 0 or r - h < 0 or c - h < 0 or r + h >= g.shape[0] or c + h >= g.shape[1] or side >= min(g.shape):
+        return []
+    patch = g[r - h: r + h + 1, c - h: c + h + 1]
+    if float(patch.std()) < 1e-6:
+        return []
+    found: list[tuple[float, int, int, bool]] = []
+    for turned in (False, True):
+        score = cv2.matchTemplate(g, np.ascontiguousarray(patch[::-1, ::-1] if turned else patch),
+                                  cv2.TM_CCOEFF_NORMED)
+        rr, cc = np.mgrid[0: score.shape[0], 0: score.shape[1]]
+        score[np.hypot(rr + h - r, cc + h - c) * res_m <= exclude_m] = -np.inf  # the place itself
+        for _ in range(k):
+            i = int(np.argmax(score))
+            pr, pc = divmod(i, score.shape[1])
+            if not np.isfinite(score[pr, pc]):
+                break
+            found.append((float(score[pr, pc]), pr + h, pc + h, turned))
+            score[np.hypot(rr - pr, cc - pc) * res_m <= exclude_m] = -np.inf
+    found.sort(key=lambda m: -m[0])
+    out: list[tuple[float, float, bool]] = []
+    for _, pr, pc, turned in found:
+        tx = mosaic.x0 + (pc + 0.5) * res_m
+        ty = mosaic.y0 - (pr + 0.5) * res_m
+        if all(math.hypot(tx - ox, ty - oy) > exclude_m for ox, oy, _ in out):
+            out.append((tx, ty, turned))
+        if len(out) == k:
+            break
+    return out
+
+
 def _corr(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation of two equally long vectors (0 when either is constant)."""
     x = np.asarray(x, np.float64) - float(np.mean(x))
@@ -961,6 +1020,7 @@ class VehicleLocalizer:
         self._embed_cache: dict[tuple[int, int], np.ndarray | None] = {}
         self.kidnaps = 0
         self.refound_tracks = 0  # map searches after a kidnap that re-found the track held before it
+        self.lookalike_plants = 0  # look-alike places of a place being confirmed that got particles (lookalikes)
         self.rejected_odometry = 0
         self.attitude_fallbacks = 0  # frames projected with the configured mounting pitch alone (no usable attitude)
         self.along_road_moves = 0  # map searches moved to a better place along the road (_check_along_road)
@@ -1010,6 +1070,7 @@ class VehicleLocalizer:
             "last_reason": self.last_reason,
             "kidnaps": self.kidnaps,
             "refound_tracks": self.refound_tracks,
+            "lookalike_plants": self.lookalike_plants,
             "kidnap_evidence_frames": self._low_z,
             # the last frame's bird's-eye view: camera pitch = mounting + body pitch (from odometry)
             "body_pitch_deg": self._attitude[0],
@@ -1222,6 +1283,7 @@ class VehicleLocalizer:
         moved by odometry) while there is one. They start with the mean weight."""
         cfg = self.cfg
         n = len(self.p)
+        self._plant_twins()
         k_shadow = int(round(cfg.shadow_inject_fraction * n)) if self._shadow_cov() is not None else 0
         if k_shadow:
             pick = self.rng.choice(len(self._shadow), k_shadow)
@@ -1238,6 +1300,38 @@ class VehicleLocalizer:
             new = np.concatenate([self._along_road(md, int(c)) for md, c in zip(modes, per_mode)])
             if len(new):
                 self._reseed(self.rng.choice(n, len(new), replace=False), new)
+
+    def _find_lookalikes(self, top: _Mode) -> None:
+        """Queue the places that look most like the top mode's surroundings (``lookalikes``) for :meth:`_plant_twins`:
+        once per place (a top mode more than ``mode_radius_m`` from the last one searched, odometry aside)."""
+        cfg = self.cfg
+        last = self._lookalike_at
+        self._lookalike_at = (top.x, top.y, self._odo_dist)
+        if last is not None and math.hypot(top.x - last[0], top.y - last[1]) <= (
+                cfg.mode_radius_m + self._odo_dist - last[2]):
+            return
+        self._twins = [(top.x, top.y, tx, ty, turned) for tx, ty, turned in
+                       lookalike_places(self._mosaic, top.x, top.y, 2 * cfg.bev_max_m, cfg.lookalikes,
+                                        2 * cfg.mode_radius_m)]
+
+    def _plant_twins(self) -> None:
+        """Move ``mode_floor`` of the particles to each queued look-alike: the top mode's particles carried over by
+        the map transform (shifted, or turned around the place, 180 deg more heading)."""
+        if not self._twins or not self._modes:
+            self._twins = []
+            return
+        top, n = self._modes[0], len(self.p)
+        members = np.flatnonzero(top.members) if len(top.members) == n else np.zeros(0, np.int64)
+        k = int(round(self.cfg.mode_floor * n))
+        if len(members) and k:
+            for cx, cy, tx, ty, turned in self._twins:
+                src = self.p[self.rng.choice(members, k)]
+                sign = -1.0 if turned else 1.0
+                poses = np.stack([tx + sign * (src[:, 0] - cx), ty + sign * (src[:, 1] - cy),
+                                  (src[:, 2] + (180.0 if turned else 0.0)) % 360.0], axis=1)
+                self._reseed(self.rng.choice(n, k, replace=False), poses)
+        self.lookalike_plants += len(self._twins)
+        self._twins = []
 
     def _reseed(self, idx: np.ndarray, poses: np.ndarray) -> None:
         """Particles ``idx`` replaced by ``poses``, with no running score and the mean weight."""
@@ -1384,6 +1478,9 @@ class VehicleLocalizer:
         self._shadow: np.ndarray | None = None  # the track held before a declared kidnap, moved by odometry only
         self._gps_anchor = False  # ... or the cloud GPS anchored, when GPS ended before a lock
         self._reset_along_road()
+        # the top mode (x, y, odometry distance) while confirming, and whether its look-alikes were searched
+        self._lookalike_at: tuple[float, float, float] | None = None
+        self._twins: list[tuple[float, float, float, float, bool]] = []  # to plant: (cx, cy, tx, ty, turned)
 
     # ---------------------------------------------------------------- main entry
     def localize(self, image: np.ndarray, t: float, intrinsics: CameraIntrinsics | None = None,
@@ -1585,6 +1682,9 @@ class VehicleLocalizer:
             self._check_along_road(bev if informative else None, top)
             timings["along_road"] = (time.perf_counter() - t2) * 1e3
         # ---- trust
+        if (self._global and gps_prior is None and not self._locked and tight and self._good_run >= 1
+                and cfg.lookalikes > 0):
+            self._find_lookalikes(top)
         self._converged = self._converged + 1 if tight else 0
         refound = self._global and tight and self._refound(top)
         if self._global and not refound:  # found by a search of the whole map: a longer confirmation
