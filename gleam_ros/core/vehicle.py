@@ -1700,6 +1700,7 @@ class VehicleLocalizer:
             if refound and not self._gps_anchor:
                 self.refound_tracks += 1
             self._shadow = None
+            self._twins = []  # look-alikes queued for the search are not planted on a locked track
         on_map = bool(m.covers(np.array([top.x]), np.array([top.y]))[0])
         rivals = self._rivals()
         reason = ""
