@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gleam_ros.core.bench_vehicle import VehicleBenchConfig, markdown_report, run_vehicle_bench
+from gleam_ros.core.bench_vehicle import VehicleBenchConfig, markdown_report, run_vehicle_bench, seed_list
 from gleam_ros.core.camera import CameraIntrinsics
 from gleam_ros.core.errors import ConfigError
 from gleam_ros.core.sim.drive import DriveRealism, simulate_drive
@@ -179,3 +179,14 @@ def test_hard_bench_quick_path_runs_and_records_the_misregistration(tmp_path):
             assert sum(r["no_fix_reasons"].values()) == r["frames"] - r["trusted_fixes"]
     assert "Why the filter rows' frames had no trusted fix" in md
     assert (tmp_path / "vehicle_ground_hard.png").exists() and (tmp_path / "vehicle_ground.png").exists()
+
+
+def test_seed_list_parses_the_sweep_tools_seeds_and_names_the_option_on_bad_text():
+    """tools/vehicle_seeds.py, vehicle_kidnap_seeds.py and vehicle_twins.py share one parser of --seeds."""
+    assert seed_list("1-4") == [1, 2, 3, 4]
+    assert seed_list("0,3,5") == [0, 3, 5]
+    assert seed_list("7") == [7]
+    for bad in ("a-b", "", "4-1", "1,x"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            seed_list(bad)
+

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from gleam_ros.core.bench_vehicle import seed_list  # noqa: E402
 from gleam_ros.core.camera import CameraIntrinsics  # noqa: E402
 from gleam_ros.core.encoder import TorchBackend  # noqa: E402
 from gleam_ros.core.geo import distance_m  # noqa: E402
@@ -65,11 +66,6 @@ DRIVES = {
 }
 
 
-def _seeds(text: str) -> list[int]:
-    lo, _, hi = text.partition("-")
-    return list(range(int(lo), int(hi) + 1)) if hi else [int(v) for v in text.split(",")]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the replay for every seed and print one line per seed plus the share that re-acquired."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -99,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = VehicleConfig(modality=a.modality, n_particles=d.n_particles[0], n_particles_global=d.n_particles[1])
     roads = RoadLayer.from_world(world)
     recovered, times, false_total, worst = 0, [], 0, []
-    seeds = _seeds(a.seeds)
+    seeds = seed_list(a.seeds)
     for seed in seeds:
         loc = VehicleLocalizer(backend, index, cfg, roads=roads, seed=seed)
         k, kidnap_t, first, false, max_err = 0, None, None, 0, None

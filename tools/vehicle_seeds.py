@@ -25,20 +25,13 @@ from gleam_ros.core.bench_vehicle import (  # noqa: E402
     VehicleBenchConfig,
     hard_reference,
     run_drive,
+    seed_list,
 )
 from gleam_ros.core.encoder import TorchBackend  # noqa: E402
 from gleam_ros.core.geo import distance_m  # noqa: E402
 from gleam_ros.core.index import TileIndex  # noqa: E402
 from gleam_ros.core.sim.world import WorldConfig, make_world  # noqa: E402
 from gleam_ros.core.tiles import TileSpec, iter_tiles  # noqa: E402
-
-
-def _seeds(text: str) -> list[int]:
-    """'1-4' or '1,3,5' -> a list of ints."""
-    if "-" in text:
-        a, b = text.split("-", 1)
-        return list(range(int(a), int(b) + 1))
-    return [int(x) for x in text.split(",") if x.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hard", action="store_true", help="the hard drives against the other-source index")
     ap.add_argument("--json", default="", help="also write the per-drive results here")
     a = ap.parse_args(argv)
-    seeds = _seeds(a.seeds)
+    seeds = seed_list(a.seeds)
     backend = TorchBackend(threads=1)
     out: list[dict] = []
     for w in a.worlds:

@@ -374,6 +374,18 @@ def _pooled(runs: list[dict], method: str, gps_key: str = "gps_s") -> dict:
     return m
 
 
+def seed_list(text: str) -> list[int]:
+    """Seeds given as 'a-b' (inclusive) or 'a,b,c' (the seed-sweep tools' ``--seeds``); ConfigError otherwise."""
+    try:
+        lo, sep, hi = text.partition("-")
+        seeds = list(range(int(lo), int(hi) + 1)) if sep else [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ConfigError(f"--seeds: expected 'a-b' or 'a,b,c' (integers, a <= b), got {text!r}")
+    return seeds
+
+
 def no_fix_reasons(records: list[FrameRecord]) -> dict[str, int]:
     """Frames without a trusted fix, counted by what kept each from one (:func:`~.vehicle.reason_kind` of the
     filter's reason in ``FrameRecord.note``), most frequent first."""
