@@ -33,7 +33,6 @@ from gleam_ros.core.bench_vehicle import (  # noqa: E402
     no_fix_reasons,
     run_drive,
 )
-from gleam_ros.core import geo  # noqa: E402
 from gleam_ros.core.encoder import TorchBackend  # noqa: E402
 from gleam_ros.core.geo import distance_m  # noqa: E402
 from gleam_ros.core.index import TileIndex  # noqa: E402
@@ -93,9 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         # the ranked modes against the truth: the top mode's error, and the weight of the mode nearest the car
         mode_err, truth_w = math.nan, math.nan
         if loc._modes:
-            crs = loc._mosaic.crs
-            lons, lats = geo.transform([md.x for md in loc._modes], [md.y for md in loc._modes], crs, geo.WGS84)
-            d = [float(distance_m(la, lo, rec.gt_lat, rec.gt_lon)) for la, lo in zip(lats, lons)]
+            hyps = [loc._hypothesis(md, "") for md in loc._modes]  # the modes as the localizer publishes them
+            d = [float(distance_m(hy.lat, hy.lon, rec.gt_lat, rec.gt_lon)) for hy in hyps]
             mode_err = d[0]
             near = min(range(len(d)), key=d.__getitem__)
             truth_w = loc._modes[near].weight if d[near] <= 10.0 else 0.0

@@ -484,6 +484,19 @@ class SatelliteMosaic:
         cx, cy = x0 + w * gsd / 2, y0 - h * gsd / 2
         self.centre_xy = (float(cx), float(cy))
 
+    def gray_filled(self, res_m: float) -> np.ndarray:
+        """``gray`` with 0 where no tile covers, area-averaged to ``res_m`` per pixel when that is coarser than
+        ``gsd`` (kept: the look-alike search asks for it once per place)."""
+        cache = self.__dict__.setdefault("_filled", {})
+        if res_m not in cache:
+            g = np.nan_to_num(self.gray, nan=0.0)
+            f = self.gsd / res_m
+            if f < 1.0:
+                g = cv2.resize(g, (max(1, int(round(g.shape[1] * f))), max(1, int(round(g.shape[0] * f)))),
+                               interpolation=cv2.INTER_AREA)
+            cache[res_m] = g
+        return cache[res_m]
+
     def to_px(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         """CRS (x, y) to fractional (col, row), integer = pixel centre."""
         return (np.asarray(x) - self.x0) / self.gsd - 0.5, (self.y0 - np.asarray(y)) / self.gsd - 0.5
@@ -799,13 +812,9 @@ def lookalike_places(mosaic: SatelliteMosaic, x: float, y: float, side_m: float,
     it is or turned around (180 deg): (x, y, turned) of each match's centre, best first, none within ``exclude_m``
     of (x, y) or of a better match. Normalized cross-correlation of the (high-passed) gray mosaic at ``res_m`` per
     pixel. Empty when the square leaves the imagery or shows no texture."""
+    res_m = max(res_m, mosaic.gsd)
     f = mosaic.gsd / res_m
-    g = np.nan_to_num(mosaic.gray, nan=0.0)
-    if f < 1.0:
-        g = cv2.resize(g, (max(1, int(round(g.shape[1] * f))), max(1, int(round(g.shape[0] * f)))),
-                       interpolation=cv2.INTER_AREA)
-    else:
-        res_m, f = mosaic.gsd, 1.0
+    g = mosaic.gray_filled(res_m)
     side = int(round(side_m / res_m)) | 1  # odd: a centre pixel
     c, r = mosaic.to_px(x, y)
     c, r = int(round((float(c) + 0.5) * f - 0.5)), int(round((float(r) + 0.5) * f - 0.5))
@@ -819,7 +828,7 @@ def lookalike_places(mosaic: SatelliteMosaic, x: float, y: float, side_m: float,
     for turned in (False, True):
         score = cv2.matchTemplate(g, np.ascontiguousarray(patch[::-1, ::-1] if turned else patch),
                                   cv2.TM_CCOEFF_NORMED)
-        rr, cc = np.mgrid[0: score.shape[0], 0: score.shape[1]]
+        rr, cc = np.ogrid[0: score.shape[0], 0: score.shape[1]]
         score[np.hypot(rr + h - r, cc + h - c) * res_m <= exclude_m] = -np.inf  # the place itself
         for _ in range(k):
             i = int(np.argmax(score))
@@ -1478,7 +1487,7 @@ class VehicleLocalizer:
         self._shadow: np.ndarray | None = None  # the track held before a declared kidnap, moved by odometry only
         self._gps_anchor = False  # ... or the cloud GPS anchored, when GPS ended before a lock
         self._reset_along_road()
-        # the top mode (x, y, odometry distance) while confirming, and whether its look-alikes were searched
+        # the place (x, y, odometry distance) the map search was last confirming; its look-alikes were searched
         self._lookalike_at: tuple[float, float, float] | None = None
         self._twins: list[tuple[float, float, float, float, bool]] = []  # to plant: (cx, cy, tx, ty, turned)
 
