@@ -10,9 +10,10 @@ with a trusted fix within 10 m, and the frames without a fix counted by reason
 
 Usage (from the repository root):
     python tools/vehicle_trace.py ground gps_lost 4242 --hard [--fps 2] [--width 320] [--set road_pitch=false]
-        [--seed 0] [--json trace.json]
+        [--seed 0] [--realism occluders=0] [--json trace.json]
 
-``--set name=value`` overrides a :class:`~gleam_ros.core.vehicle.VehicleConfig` field (repeatable; an ablation).
+``--set name=value`` overrides a :class:`~gleam_ros.core.vehicle.VehicleConfig` field, ``--realism name=value`` a
+:class:`~gleam_ros.core.sim.drive.DriveRealism` field of the hard drive (both repeatable; ablations).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,6 +55,17 @@ def _value(text: str):
     return text
 
 
+def _pairs(ap: argparse.ArgumentParser, flag: str, items: list[str]) -> dict:
+    """``NAME=VALUE`` items of a repeatable option as a dict (values through :func:`_value`)."""
+    out = {}
+    for item in items:
+        name, sep, val = item.partition("=")
+        if not sep:
+            ap.error(f"{flag} {item!r}: expected NAME=VALUE")
+        out[name.strip()] = _value(val.strip())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Trace one drive; prints one line per frame and a summary."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the bench's seed offset (drive and filter seed = world + it)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a VehicleConfig field for the filter (repeatable)")
+    ap.add_argument("--realism", action="append", default=[], metavar="NAME=VALUE",
+                    help="a DriveRealism field of the hard drive (repeatable; e.g. occluders=0)")
     ap.add_argument("--json", default="", help="also write the per-frame trace here")
     a = ap.parse_args(argv)
     kw = {"hard": a.hard, "seed": a.seed}
@@ -73,12 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.width:
         kw.update(image_width=a.width, image_height=a.width * 3 // 4)
     cfg = VehicleBenchConfig(**kw)
-    overrides = {}
-    for item in a.set:
-        name, sep, val = item.partition("=")
-        if not sep:
-            ap.error(f"--set {item!r}: expected NAME=VALUE")
-        overrides[name.strip()] = _value(val.strip())
+    overrides = _pairs(ap, "--set", a.set)
+    if a.realism:
+        if not a.hard:
+            ap.error("--realism changes the hard drive: add --hard")
+        try:
+            cfg = replace(cfg, realism=replace(cfg.realism, **_pairs(ap, "--realism", a.realism)))
+        except TypeError as e:
+            ap.error(f"--realism: {e}")
     backend = TorchBackend(threads=1)
     world = make_world(WorldConfig(seed=a.world, size_m=cfg.world_size_m, gsd_m=cfg.world_gsd_m, season="summer"))
     ref = hard_reference(world, cfg, seed=a.world) if a.hard else world.satellite_map()
@@ -101,17 +118,22 @@ def main(argv: list[str] | None = None) -> int:
                "truth_mode_weight": truth_w, "z_frame": st["appearance_z_frame"],
                "z": st["appearance_z"], "locked": st["locked"], "suspect": st["suspect"],
                "searching": st["global_search"], "spread_m": st["spread_m"], "top_weight": st["top_mode_weight"],
-               "road_pitch_deg": st["road_pitch_deg"], "ground_flagged": st["ground_flagged_share"],
+               "road_pitch_deg": st["road_pitch_deg"], "road_grade_deg": st["road_grade_deg"],
+               "ground_flagged": st["ground_flagged_share"],
                "ground_agreement": st["ground_agreement"], "ground_masked": st["ground_masked"],
+               "ground_continuity": st["ground_continuity"], "coasting": st["coasting"],
+               "sustained": st["sustained_evidence"],
                "reason": rec.note or "trusted"}
         rows.append(row)
-        flags = "".join(c for c, on in (("L", row["locked"]), ("S", row["suspect"]), ("G", row["searching"])) if on)
+        flags = "".join(c for c, on in (("L", row["locked"]), ("S", row["suspect"]), ("G", row["searching"]),
+                                        ("C", row["coasting"]), ("E", row["sustained"])) if on)
         print(f"{rec.t:6.1f} {'T' if rec.trusted else '.'} err {err:5.1f} m  top {mode_err:6.1f} m "
               f"truth w {truth_w:4.2f}  z {row['z_frame']:6.2f} "
-              f"(mean {row['z']:5.2f}) {flags:3s} spread {row['spread_m']:5.2f} m  w {row['top_weight']:.2f}  "
-              f"road pitch {row['road_pitch_deg']:+.2f}  not ground {row['ground_flagged']:4.2f}"
+              f"(mean {row['z']:5.2f}) {flags:4s} spread {row['spread_m']:5.2f} m  w {row['top_weight']:.2f}  "
+              f"road pitch {row['road_pitch_deg']:+.2f} grade {row['road_grade_deg']:+.1f}  "
+              f"not ground {row['ground_flagged']:4.2f}"
               f"{'*' if row['ground_masked'] else ' '} "
-              f"(agree {row['ground_agreement']:4.2f})  | "
+              f"(agree {row['ground_agreement']:4.2f}, cont {row['ground_continuity']:5.1f})  | "
               f"{row['reason'][:100]}", flush=True)
 
     r = run_drive(world, index, backend, cfg, a.modality, a.scenario, seed=a.world + cfg.seed, log=print,

@@ -82,7 +82,8 @@ class OdometrySample:
     ``v_std`` and ``yaw_rate_std`` the 1-sigma white noise of the two readings. ``pitch_deg`` / ``roll_deg``:
     the body's attitude at ``t`` (an IMU / AHRS, e.g. the ``nav_msgs/Odometry`` orientation) in the
     :mod:`.camera` conventions (pitch positive nose-up, roll positive right side down); NaN = not reported.
-    The localizer adds it to the camera's mounting pitch in the bird's-eye view (:func:`birds_eye`).
+    The localizer adds it, less the road's own tilt (its slow part, ``VehicleConfig.road_tilt_tau_s``), to the
+    camera's mounting pitch in the bird's-eye view (:func:`birds_eye`).
     """
 
     t: float
@@ -201,6 +202,14 @@ class VehicleConfig:
     # locked track, one anchored by GPS, or a place a search converged on): what the IMU's pitch against gravity and
     # the configured mounting pitch miss (a hill's grade, a mis-calibrated mount).
     road_pitch: bool = True
+    # The road's own tilt (a hill's grade, a lane's camber) is in the IMU's pitch and roll against gravity but not in
+    # the view (the car sits on the road): it is taken as the slow part of the reported attitude, an exponential
+    # average over road_tilt_tau_s of the odometry's pitch and roll, and subtracted before the bird's-eye view. The
+    # body's pitching and rolling on its springs decorrelates within a second or two and stays; a grade that changes
+    # over tens of metres is followed within a few seconds (what is left, the lag and the mounting error, is the
+    # road_pitch estimate's). Without it the view of a car starting on an 8 % hill is projected 4-5 deg off, more
+    # than the road-pitch estimate's probes reach. 0 = off (the IMU's attitude as it is).
+    road_tilt_tau_s: float = 4.0
     road_pitch_step_deg: float = 0.75  # probes either side of the estimate
     road_pitch_gain: float = 0.3  # weight of one frame's measurement
     road_pitch_max_deg: float = 6.0  # bound of the estimate
@@ -278,7 +287,7 @@ class VehicleConfig:
                                  "kidnap_distance_m",
                                  "kidnap_z", "road_off_weight", "inject_fraction", "local_inject_fraction",
                                  "shadow_inject_fraction", "local_search_m", "along_road_cross_m",
-                                 "along_road_heading_deg", "coast_distance_m")
+                                 "along_road_heading_deg", "coast_distance_m", "road_tilt_tau_s")
             if f.name == "camera_pitch_deg":
                 if abs(v) >= 60:
                     raise ConfigError(f"VehicleConfig.camera_pitch_deg must be within (-60, 60), got {v!r}")
@@ -1052,6 +1061,7 @@ class VehicleLocalizer:
         self._frame_dist = 0.0  # ... at the previous frame
         self._modes: list[_Mode] = []
         self._attitude: tuple[float, float, str] = (0.0, 0.0, "no frame yet")  # body pitch, roll, why not used
+        self._tilt: tuple[float, float, float] | None = None  # (time, pitch, roll): the road's tilt (road_tilt_tau_s)
         self._reset_trust(global_search=False)
         self.road_pitch = RoadPitch(self.cfg.road_pitch_step_deg, self.cfg.road_pitch_gain, self.cfg.road_pitch_max_deg)
         self.last_reason = "no frame yet"
@@ -1081,9 +1091,13 @@ class VehicleLocalizer:
             "refound_tracks": self.refound_tracks,
             "lookalike_plants": self.lookalike_plants,
             "kidnap_evidence_frames": self._low_z,
-            # the last frame's bird's-eye view: camera pitch = mounting + body pitch (from odometry)
+            # the last frame's bird's-eye view: camera pitch = mounting + body pitch against the road (the odometry's, less
+            # the road's tilt)
             "body_pitch_deg": self._attitude[0],
             "body_roll_deg": self._attitude[1],
+            # the road's grade and camber as tracked from the odometry's attitude (road_tilt_tau_s), taken out of it
+            "road_grade_deg": self.road_tilt()[0],
+            "road_camber_deg": self.road_tilt()[1],
             "attitude": "odometry" if not self._attitude[2] else f"mounting pitch only: {self._attitude[2]}",
             "attitude_fallbacks": self.attitude_fallbacks,
             # added to mounting + body pitch: the camera's pitch against the road (hills, mount error), estimated
@@ -1101,6 +1115,9 @@ class VehicleLocalizer:
             "ground_flagged_share": self._ground.flagged,
             "ground_masked": self._ground.masked,
             "ground_agreement": self._ground.agreement,
+            # z-score of that agreement against the previous view displaced by a few metres (GroundCheck.continuity):
+            # whether this view continues the one before where the odometry puts it
+            "ground_continuity": self._ground.continuity,
         }
 
     # ---------------------------------------------------------------- odometry
@@ -1109,6 +1126,7 @@ class VehicleLocalizer:
         reason = self._check_odometry(s)
         if reason is None:
             self._odom.append(s)
+            self._track_tilt(s)
             if len(self._odom) > 4000:  # keep what is needed to propagate to the next frame
                 del self._odom[: len(self._odom) - 2000]
         else:
@@ -1136,10 +1154,34 @@ class VehicleLocalizer:
                 return f"implausible jump: speed {last.v_mps:.2f} -> {s.v_mps:.2f} m/s in {dt:.3f} s"
         return None
 
+    def _track_tilt(self, s: OdometrySample) -> None:
+        """Update the road's tilt (``road_tilt_tau_s``) with an accepted sample's attitude (when it has a plausible
+        one): an exponential average over time, started at the first such sample."""
+        tau = self.cfg.road_tilt_tau_s
+        try:
+            pitch, roll = float(s.pitch_deg), float(s.roll_deg)
+        except (TypeError, ValueError):
+            return
+        if tau <= 0 or not (math.isfinite(pitch) and math.isfinite(roll)) or max(abs(pitch), abs(roll)) > \
+                self.cfg.max_body_tilt_deg:
+            return
+        if self._tilt is None:
+            self._tilt = (s.t, pitch, roll)
+            return
+        t0, p0, r0 = self._tilt
+        a = 1.0 - math.exp(-max(s.t - t0, 0.0) / tau)
+        self._tilt = (s.t, p0 + a * (pitch - p0), r0 + a * (roll - r0))
+
+    def road_tilt(self) -> tuple[float, float]:
+        """The road's (pitch, roll) against gravity in degrees as tracked from the odometry's attitude
+        (``road_tilt_tau_s``); (0, 0) when off or before any attitude."""
+        return (0.0, 0.0) if self._tilt is None or self.cfg.road_tilt_tau_s <= 0 else self._tilt[1:]
+
     def _body_attitude(self, t: float) -> tuple[float, float, str]:
-        """(body pitch, body roll) in degrees for the frame at ``t`` from the newest odometry sample at or before
-        it, and ``""``; or (0, 0) and why not (none, too old, not reported / NaN, implausible), in which case the
-        bird's-eye view uses the configured mounting pitch alone."""
+        """(body pitch, body roll) against the road in degrees for the frame at ``t`` from the newest odometry sample
+        at or before it, less the road's tilt (:meth:`road_tilt`), and ``""``; or (0, 0) and why not (none, too old,
+        not reported / NaN, implausible), in which case the bird's-eye view uses the configured mounting pitch
+        alone."""
         cfg = self.cfg
         o = next((o for o in reversed(self._odom) if o.t <= t + 1e-6), None)
         if o is None:
@@ -1155,7 +1197,8 @@ class VehicleLocalizer:
         if max(abs(pitch), abs(roll)) > cfg.max_body_tilt_deg:
             return 0.0, 0.0, (f"implausible odometry attitude: pitch {pitch:.1f}, roll {roll:.1f} deg "
                               f"(> {cfg.max_body_tilt_deg:g})")
-        return pitch, roll, ""
+        road_p, road_r = self.road_tilt()
+        return pitch - road_p, roll - road_r, ""
 
     def _segments(self, t0: float, t1: float) -> tuple[list[tuple[float, float, float, float, float]], str]:
         """(dt, v, yaw_rate, v_std, w_std) pieces covering [t0, t1] and a problem ('' when odometry is fine)."""

@@ -155,6 +155,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "top mode is tight: a locked track, or a place a search converged on (a hill's grade is in the "
               "odometry's pitch against gravity but not in the view; a mis-calibrated mount in neither); "
               "diagnostics road_pitch_deg"),
+    ParamSpec("road_tilt_tau_s", 4.0, "(configure) vehicle: the road's grade and camber are taken as the slow part of "
+              "the odometry orientation's pitch and roll (an average over this time constant) and left out of the "
+              "body attitude the view is projected with (the car sits on the road; the body's springing stays); "
+              "0 = off; diagnostics road_grade_deg, road_camber_deg, s", (0.0, 600.0)),
     ParamSpec("along_road_check", True, "(configure) vehicle: lock a place found by a whole-map search only when the "
               "road a few metres either way fits worse (an along-road alias moves the search, a flat or repetitive "
               "road withholds the lock); diagnostics along_road_state"),

@@ -105,7 +105,7 @@ class OdometryBuffer:
 
 #: Node parameters that are :class:`gleam_ros.core.vehicle.VehicleConfig` fields of the same name.
 VEHICLE_CONFIG_PARAMS = ("n_particles", "n_particles_global", "camera_height_m", "camera_pitch_deg",
-                         "max_body_tilt_deg", "road_pitch", "along_road_check", "static_ground_check",
+                         "max_body_tilt_deg", "road_pitch", "road_tilt_tau_s", "along_road_check", "static_ground_check",
                          "coast_distance_m", "sustained_evidence", "bev_focal_px", "trust_spread_m", "trust_min_frames",
                          "max_odom_gap_s")
 VEHICLE_MODALITIES = ("ground", "panorama")
@@ -143,7 +143,8 @@ def status_values(status: dict[str, Any]) -> dict[str, str]:
 
     ``attitude`` says whether the last frame's bird's-eye view used the body attitude of the odometry
     orientation or, and why, the configured mounting pitch alone; ``attitude_fallback_frames`` counts the latter;
-    ``road_pitch_deg`` is the learned correction added to mounting + body pitch (a hill, a mount error);
+    ``road_pitch_deg`` is the learned correction added to mounting + body pitch (a mount error, what the road's tilt
+    leaves); ``road_grade_deg`` / ``road_camber_deg`` the road's tilt taken out of the odometry's attitude;
     ``along_road_*`` what the along-road check of a place found by the map search says (``peak`` / ``alias`` /
     ``ambiguous`` / ``unknown``, the profile's best offset and the place's margin over the road either way);
     ``ground_flagged_share`` / ``ground_masked``: the share of the last frame's bird's-eye cells that did not show the
@@ -158,7 +159,8 @@ def status_values(status: dict[str, Any]) -> dict[str, str]:
              "global_search": "global_search", "odom_age_s": "odom_lag_s", "kidnaps": "kidnaps",
              "last_reason": "vehicle_last_reason", "attitude": "attitude", "body_pitch_deg": "body_pitch_deg",
              "body_roll_deg": "body_roll_deg", "attitude_fallbacks": "attitude_fallback_frames",
-             "road_pitch_deg": "road_pitch_deg", "along_road_state": "along_road_state",
+             "road_pitch_deg": "road_pitch_deg", "road_grade_deg": "road_grade_deg",
+             "road_camber_deg": "road_camber_deg", "along_road_state": "along_road_state",
              "along_road_best_offset_m": "along_road_best_offset_m", "along_road_margin": "along_road_margin",
              "ground_flagged_share": "ground_flagged_share", "ground_masked": "ground_masked",
              "coasting": "coasting", "sustained_evidence": "sustained_evidence",
