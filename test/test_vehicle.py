@@ -181,10 +181,11 @@ def test_kidnap_on_a_right_track_is_refound_and_trusted_without_the_long_confirm
 
 
 def test_one_poor_frame_is_cleared_by_the_summed_evidence_of_fewer_strong_frames(world, backend, index):
-    """One frame of random texture (fitting no place) makes the locked track suspect. The frames after it fit the
-    track far better than random places: their summed z-score clears the suspicion after fewer than relock_frames
-    frames (and at least trust_min_frames), with no kidnap declared and every fix accurate."""
-    loc, rows, _ = _blank_stretch(world, backend, index, 8.0, 8.5, "noise")
+    """One frame of random texture (fitting no place) makes the locked track suspect (with the odd-frame check off:
+    it would hold that frame back, next test). The frames after it fit the track far better than random places:
+    their summed z-score clears the suspicion after fewer than relock_frames frames (and at least trust_min_frames),
+    with no kidnap declared and every fix accurate."""
+    loc, rows, _ = _blank_stretch(world, backend, index, 8.0, 8.5, "noise", replace(CFG, odd_frame_check=False))
     assert any(res.fix is not None for f, res, _ in rows if 5.0 <= f.t < 8.0)  # locked before the poor frame
     after = [(f.t, res) for f, res, _ in rows if f.t >= 8.5]
     first = next(t for t, res in after if res.fix is not None)
@@ -195,6 +196,36 @@ def test_one_poor_frame_is_cleared_by_the_summed_evidence_of_fewer_strong_frames
     assert CFG.trust_min_frames <= n < CFG.relock_frames, f"trusted again after {n} strong frames"
     assert loc.kidnaps == 0
     assert not [e for _, res, e in rows if res.fix is not None and e > 3.0]
+
+
+def test_one_spoilt_frame_is_held_back_and_dropped_when_the_next_continues_the_view(world, backend, index):
+    """The same drive and frame of random texture with the odd-frame check on: the frame neither fits the track nor
+    continues the previous view, so it is held back (no fix, not counted against the track). The next frame continues
+    the view from before it, so the odd frame is dropped: that frame is trusted at once, without the suspect track's
+    re-confirmation run the check-off drive needs, and no other frame loses its fix."""
+    loc, rows, _ = _blank_stretch(world, backend, index, 8.0, 8.5, "noise")
+    _, rows_off, _ = _blank_stretch(world, backend, index, 8.0, 8.5, "noise", replace(CFG, odd_frame_check=False))
+    by_t = {f.t: res for f, res, _ in rows}
+    assert by_t[7.5].fix is not None  # trusted before the spoilt frame
+    assert by_t[8.0].fix is None and by_t[8.0].filter.reason.startswith("odd frame"), by_t[8.0].filter.reason
+    assert reason_kind(by_t[8.0].filter.reason) == "odd frame held back"
+    assert by_t[8.5].fix is not None, by_t[8.5].filter.reason
+    assert loc.odd_frames == 1 and loc.kidnaps == 0
+    trusted = sum(res.fix is not None for f, res, _ in rows if f.t >= 8.0)
+    trusted_off = sum(res.fix is not None for f, res, _ in rows_off if f.t >= 8.0)
+    assert trusted > trusted_off, (trusted, trusted_off)
+    assert not [e for _, res, e in rows if res.fix is not None and e > 3.0]
+
+
+def test_the_frame_after_a_teleport_is_held_back_and_the_next_makes_the_track_suspect(kidnap_run):
+    """A teleport looks like an odd frame at first: the first frame after it neither fits the track nor continues the
+    view. It is held back, and the next frame does not continue the view from before the teleport either, so the
+    track is suspect: neither frame has a fix, and the odd frame is not dropped."""
+    _, rows = kidnap_run
+    k = next(i for i, (f, _, _) in enumerate(rows) if f.kidnapped)
+    assert rows[k - 1][1].fix is not None  # trusted before the teleport
+    assert rows[k][1].fix is None and rows[k][1].filter.reason.startswith("odd frame"), rows[k][1].filter.reason
+    assert rows[k + 1][1].fix is None and not rows[k + 1][1].filter.reason.startswith("odd frame")
 
 
 def _stop_facing_a_wall(world, stop_s: float):
@@ -646,7 +677,8 @@ def test_body_attitude_in_the_birds_eye_view_undoes_the_tilt(world, index, modal
 
 
 def test_localizer_projects_with_the_odometry_attitude_or_falls_back_with_a_reason(world, backend, index):
-    """Each frame's bird's-eye view uses mounting + body pitch from the newest odometry sample at the frame; an
+    """Each frame's bird's-eye view uses mounting + body pitch from the newest odometry sample at the frame (less the
+    road's tilt, the slow part of the samples so far); an
     attitude that is missing, NaN, implausible or stale falls back to the mounting pitch with a diagnostic (the
     frame is still localized: the fallback is what the filter did before odometry carried attitude)."""
     from dataclasses import replace
@@ -671,7 +703,10 @@ def test_localizer_projects_with_the_odometry_attitude_or_falls_back_with_a_reas
         step(loc, f, todo)
         st = loc.status()
         assert st["attitude"] == "odometry" and st["attitude_fallbacks"] == 0
-        assert (st["body_pitch_deg"], st["body_roll_deg"]) == (todo[-1].pitch_deg, todo[-1].roll_deg)
+        grade, camber = loc.road_tilt()  # the slow part of the attitude so far (road_tilt_tau_s) is the road's
+        assert (grade, camber) != (0.0, 0.0)
+        assert (st["body_pitch_deg"], st["body_roll_deg"]) == pytest.approx((todo[-1].pitch_deg - grade,
+                                                                             todo[-1].roll_deg - camber))
     bad = [({"pitch_deg": math.nan}, "no attitude"), ({"roll_deg": math.inf}, "no attitude"),
            ({"pitch_deg": 40.0}, "implausible"), ({"roll_deg": "level"}, "not a number")]
     for i, (kw, why) in enumerate(bad):

@@ -4,9 +4,10 @@
 :mod:`gleam_ros.core.bench_vehicle` on the same drive with only (a) the misregistered other-source index,
 (b) body pitch / roll, with the odometry's body attitude (IMU) used by the bird's-eye view and without it,
 (c) the camera height / pitch mis-calibration, (d) sensor effects + occluders, (e) hills (the IMU's pitch / roll
-against gravity include the grade and camber) with and without the road pitch learned on line, and with
-everything (the hard row) with and without the attitude, without the mis-calibration, without the road pitch
-learned and on a flat road, and prints one markdown row each (within
+against gravity include the grade and camber) with and without the road pitch learned on line and with the road's
+tilt left in the attitude, and with everything (the hard row) with and without the attitude, without the
+mis-calibration, without the road pitch learned, on a flat road and with the road's tilt left in the attitude
+(``VehicleConfig.road_tilt_tau_s`` 0), and prints one markdown row each (within
 10 m, median error, false fixes, covariance inside the 95 % bound). ``--cases`` picks cases by their number;
 ``--plot out.png`` also draws the share of frames with a fix within 10 m per case (a bar chart).
 """
@@ -38,8 +39,10 @@ def main(modalities: list[str], cases: list[int] | None = None, plot: str = "") 
                     camber_deg=full.camber_deg)
     flat = replace(full, grade_std_deg=0.0, camber_deg=0.0)
     no_rp = {"road_pitch": False}
+    no_tilt = {"road_tilt_tau_s": 0.0}
     # (name, index, realism, attitude from odometry used, VehicleConfig overrides); the road pitch is learned
-    # (VehicleConfig.road_pitch) unless a row says otherwise
+    # (VehicleConfig.road_pitch) and the road's tilt taken out of the attitude (road_tilt_tau_s) unless a row says
+    # otherwise
     table = [
         ("index shifted 2.5 m, re-textured", "hard", None, True, None),
         ("body pitch / roll, attitude not used", "easy", body, False, None),
@@ -54,6 +57,8 @@ def main(modalities: list[str], cases: list[int] | None = None, plot: str = "") 
         ("hills (grade, camber), road pitch learned", "easy", hills, True, None),
         ("all (hard row), road pitch not learned", "hard", full, True, no_rp),
         ("all but the hills (a flat road)", "hard", flat, True, None),
+        ("hills (grade, camber), road tilt not taken out", "easy", hills, True, no_tilt),
+        ("all (hard row), road tilt not taken out", "hard", full, True, no_tilt),
     ]
     built: dict = {}
     rows: list[tuple[str, str, float]] = []  # (modality, case, within 10 m)

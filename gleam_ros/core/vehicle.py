@@ -260,6 +260,15 @@ class VehicleConfig:
     # for the frames after it; frames while standing do not count (the same ground again). Needs static_ground_check
     # (the agreement); False: only the per-frame rule.
     sustained_evidence: bool = True
+    # Odd frames: a frame on a trusted locked track that neither fits the track (z < kidnap_z_frame) nor shows the
+    # ground the frame before showed where the odometry puts it (static-ground agreement < static_ground_agreement)
+    # is either spoilt (glare, a truck's side filling the view, a dropped exposure) or the first after a teleport.
+    # It is held back: no fix, and it does not count as evidence (the particle weights are left as they were and the
+    # track is not made suspect by it). The next frame decides: when it continues the view from before the odd frame,
+    # no teleport happened between them and the odd frame is dropped; when it does not, the track becomes suspect,
+    # as it would have at once. One odd frame at a time; it cost a suspect track's re-confirmation run (3-6 frames)
+    # before. Needs static_ground_check (the agreement); False: every frame counts.
+    odd_frame_check: bool = True
 
     def __post_init__(self) -> None:
         if self.modality not in VEHICLE_MODALITIES:
@@ -271,7 +280,8 @@ class VehicleConfig:
             v = getattr(self, f.name)
             if f.name == "modality":
                 continue
-            if f.name in ("road_pitch", "along_road_check", "static_ground_check", "sustained_evidence"):
+            if f.name in ("road_pitch", "along_road_check", "static_ground_check", "sustained_evidence",
+                          "odd_frame_check"):
                 if not isinstance(v, bool):
                     raise ConfigError(f"VehicleConfig.{f.name} must be true or false, got {v!r}")
                 continue
@@ -323,6 +333,7 @@ class VehicleConfig:
 #: label), for summaries over a drive (:func:`reason_kind`; the vehicle bench's "why no fix" table).
 _REASON_KINDS = (
     ("evidence sagged", "re-confirming a suspect track"),
+    ("odd frame", "odd frame held back"),
     ("appearance evidence", "weak evidence in this frame"),
     ("confirming the track held before", "confirming a re-found track"),
     ("confirming the place found by the map search", "confirming a map-search place"),
@@ -1042,6 +1053,7 @@ class VehicleLocalizer:
         self.rejected_odometry = 0
         self.attitude_fallbacks = 0  # frames projected with the configured mounting pitch alone (no usable attitude)
         self.along_road_moves = 0  # map searches moved to a better place along the road (_check_along_road)
+        self.odd_frames = 0  # frames held back and dropped as odd (odd_frame_check)
         self.reset()
 
     # ---------------------------------------------------------------- state
@@ -1054,6 +1066,7 @@ class VehicleLocalizer:
         self._odom: list[OdometrySample] = []
         self._prev_bev: BirdsEye | None = None  # the previous frame's bird's-eye view (static_ground)
         self._ego: tuple[float, float, float] | None = None  # odometry motion since then (None: not known)
+        self._last_segs: list = []  # the odometry pieces of the last frame interval
         self._ground = GroundCheck(np.ones(0, bool))  # the last frame's static_ground check (masked: applied)
         self._z_now = math.nan
         self._road_share = math.nan
@@ -1081,6 +1094,8 @@ class VehicleLocalizer:
             "suspect": self._suspect,
             "coasting": self._coasting,
             "sustained_evidence": self._sustained,
+            "odd_frame": self._odd,  # the last frame was held back as odd (odd_frame_check)
+            "odd_frames": self.odd_frames,  # ... and frames so held back and then dropped
             "global_search": self._global,
             "odom_age_s": odom_age,
             "road_share": self._road_share,
@@ -1235,7 +1250,9 @@ class VehicleLocalizer:
         if self._t is None or t <= self._t:
             return ""
         segs, problem = self._segments(self._t, t)
-        self._ego = None if problem else ego_motion(segs)
+        # after a frame held back as odd, the view is compared with the one before it: the motion since then
+        self._ego = None if problem else ego_motion((self._odd_segs or []) + segs)
+        self._last_segs = segs
         self._odo_dist += sum(abs(v) * dt for dt, v, *_ in segs)
         self.p = self._move(self.p, segs)
         if self._shadow is not None:
@@ -1526,6 +1543,9 @@ class VehicleLocalizer:
         # (odometry distance, z) of the locked track's latest frames, each continuing the one before
         self._chain: list[tuple[float, float]] = []
         self._sustained = False  # the last frame's sustained evidence (see sustained_evidence)
+        # the odometry pieces since the frame before an odd frame that was held back (odd_frame_check), None: none is
+        self._odd_segs: list | None = None
+        self._odd = False  # the last frame was held back as odd
         self._global = global_search
         self._shadow: np.ndarray | None = None  # the track held before a declared kidnap, moved by odometry only
         self._gps_anchor = False  # ... or the cloud GPS anchored, when GPS ended before a lock
@@ -1599,9 +1619,11 @@ class VehicleLocalizer:
             if self._ground.masked:
                 bev = bev.without(~self._ground.keep)
             timings["static_ground"] = (time.perf_counter() - t1) * 1e3
+        prev_bev = self._prev_bev
         self._prev_bev = bev
         # ---- weights
         t1 = time.perf_counter()
+        w_before, s_before = self.w, self.s.copy()  # kept for an odd frame (odd_frame_check)
         logw = np.log(np.maximum(self.w, 1e-300))
         if gps_prior is not None:
             d2 = (self.p[:, 0] - gx) ** 2 + (self.p[:, 1] - gy) ** 2
@@ -1645,14 +1667,34 @@ class VehicleLocalizer:
         self._z_now = z_now
         self._road_share = road_share
         off_road = road_share < 0.5  # odometry drove the track off the roads: it is not where the car is
-        if informative and z_now >= cfg.trust_z_frame:
+        g = self._ground
+        # ---- an odd frame held back at the frame before (odd_frame_check): this view decides
+        if self._odd_segs is not None:
+            self._odd_segs = None
+            if g.agreement >= cfg.static_ground_agreement:
+                self.odd_frames += 1  # this view continues the one before the odd frame: no teleport between them
+            else:
+                self._suspect = True  # as the odd frame would have made it at once
+                self._good_run = 0
+                self._run_z = 0.0
+        odd = (cfg.odd_frame_check and informative and gps_prior is None and self._locked and not self._suspect
+               and self._trusted_prev and not off_road and z_now < cfg.kidnap_z_frame
+               and g.agreement < cfg.static_ground_agreement)
+        self._odd = odd
+        if odd:  # held back: the weights as they were, and the next view is compared with the one before this one
+            self.w, self.s = w_before, s_before
+            self._modes = self._find_modes()
+            top = self._modes[0]
+            self._prev_bev = prev_bev
+            self._odd_segs = self._last_segs
+        evidence = informative and not odd  # the frame counts as evidence for or against the track
+        if evidence and z_now >= cfg.trust_z_frame:
             self._strong_dist = self._odo_dist
         # A weak frame on a trusted track that shows the same scene as the frame before, where the odometry puts it
         # (GroundCheck.continuity; a teleport between them would break it), says nothing about where the car is
         # (a forest wall at a dead end, a view blocked by a truck): the track coasts on odometry with its fix, for
         # at most coast_distance_m of driving since a frame that fitted the imagery strongly.
-        g = self._ground
-        coast = (informative and self._locked and not self._suspect and self._trusted_prev and not off_road
+        coast = (evidence and self._locked and not self._suspect and self._trusted_prev and not off_road
                  and cfg.coast_distance_m > 0 and not z_now >= cfg.trust_z_frame
                  and g.agreement >= cfg.static_ground_agreement and g.continuity >= cfg.coast_continuity_z
                  and self._odo_dist - self._strong_dist <= cfg.coast_distance_m)
@@ -1663,8 +1705,8 @@ class VehicleLocalizer:
         prev_dist = self._frame_dist
         moved = self._odo_dist - prev_dist >= _MOVED_M
         self._frame_dist = self._odo_dist
-        sustained = self._sustained = self._sustained_run(informative and moved, z_now, g, off_road)
-        if informative and not coast:
+        sustained = self._sustained = self._sustained_run(evidence and moved, z_now, g, off_road)
+        if evidence and not coast:
             self._z = (1 - cfg.z_ema) * self._z + cfg.z_ema * z_now
             # the same place (the top mode moved no more than the car) fitting strongly, frame after frame
             prev = self._prev_top
@@ -1682,7 +1724,7 @@ class VehicleLocalizer:
                 self._run_z = z_now if strong else 0.0
                 self._run_start_dist = self._odo_dist
             self._prev_top = (top.x, top.y, self._odo_dist)
-        if self._locked and not coast and (off_road or z_now < cfg.kidnap_z_frame
+        if self._locked and not coast and (off_road or (evidence and z_now < cfg.kidnap_z_frame)
                                            or (self._z < cfg.trust_z - 1.0 and not sustained)):
             self._suspect = True  # the evidence sagged: no fix until it has been strong again for a while
             self._good_run = 0
@@ -1696,12 +1738,12 @@ class VehicleLocalizer:
             # A locked track is given up only on evidence for being elsewhere (see kidnap_distance_m): weak or
             # absent evidence (a forest edge, an occluded frame, a turn on the spot) withholds fixes (suspect) and
             # the filter coasts on odometry, but it does not throw the track away.
-            if off_road or (informative and not coast and not sustained and z_now < cfg.kidnap_z):
+            if off_road or (evidence and not coast and not sustained and z_now < cfg.kidnap_z):
                 if moved:
                     if self._low_z == 0:
                         self._against_from = prev_dist
                     self._low_z += 1
-            elif informative and (z_now >= cfg.trust_z_frame or sustained):
+            elif evidence and (z_now >= cfg.trust_z_frame or sustained):
                 self._low_z = 0  # the track fits a frame (or a run of them) far better than random places do
             lost = (self._low_z >= cfg.kidnap_frames
                     and self._odo_dist - self._against_from >= cfg.kidnap_distance_m)
@@ -1758,6 +1800,9 @@ class VehicleLocalizer:
         reason = ""
         if problems:
             reason = "; ".join(problems)
+        elif odd:
+            reason = (f"odd frame: it neither fits the track (z={z_now:.1f}) nor continues the previous view (agreement "
+                      f"{g.agreement:.2f}); held back, the next frame decides")
         elif not on_map:
             reason = "estimate is off the map"
         elif len(self._modes) > 1 and top.weight < cfg.trust_mode_weight:
@@ -1788,7 +1833,7 @@ class VehicleLocalizer:
         elif self._converged < cfg.trust_min_frames:
             reason = f"converging ({self._converged}/{cfg.trust_min_frames} frames)"
         trusted = reason == ""
-        if cfg.road_pitch and informative and tight and not coast:
+        if cfg.road_pitch and evidence and tight and not coast:
             t2 = time.perf_counter()
             self._probe_road_pitch(image, intrinsics, body_pitch, body_roll, top)
             timings["road_pitch"] = (time.perf_counter() - t2) * 1e3
@@ -1806,7 +1851,8 @@ class VehicleLocalizer:
             fix.status = STATUS_TRUSTED
             fix.filtered = True
             hyps.insert(0, fix)
-        self._trusted_prev = trusted
+        if not odd:  # an odd frame held back leaves the track as it was
+            self._trusted_prev = trusted
         self.last_reason = reason or ("trusted, coasting on odometry: the view shows no mapped ground" if coast
                                       else "trusted")
         return self._result(t, hyps, fix, reason, timings, gps_prior, t0)

@@ -176,6 +176,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "only moderately (a run of at least 6 views over 30 m of driving, each continuing the one before, each "
               "z >= 1 and on average >= 2.5) although its running z sagged; a view that does not continue the "
               "previous one starts the run over; diagnostics sustained_evidence"),
+    ParamSpec("odd_frame_check", True, "(configure) vehicle: a frame on a trusted track that neither fits it nor "
+              "continues the previous view (glare, a truck's side, or the first after a teleport) is held back without "
+              "a fix and without counting against the track; the next frame decides: it continues the view before the "
+              "odd frame (dropped) or not (the track becomes suspect); diagnostics odd_frames"),
     ParamSpec("trust_spread_m", 4.0, "(configure) vehicle: a fix needs the posterior mode this tight (1 sigma), m",
               (0.5, 100.0)),
     ParamSpec("trust_min_frames", 3, "(configure) vehicle: frames the posterior must stay tight before a fix",

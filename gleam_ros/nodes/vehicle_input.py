@@ -106,8 +106,8 @@ class OdometryBuffer:
 #: Node parameters that are :class:`gleam_ros.core.vehicle.VehicleConfig` fields of the same name.
 VEHICLE_CONFIG_PARAMS = ("n_particles", "n_particles_global", "camera_height_m", "camera_pitch_deg",
                          "max_body_tilt_deg", "road_pitch", "road_tilt_tau_s", "along_road_check", "static_ground_check",
-                         "coast_distance_m", "sustained_evidence", "bev_focal_px", "trust_spread_m", "trust_min_frames",
-                         "max_odom_gap_s")
+                         "coast_distance_m", "sustained_evidence", "odd_frame_check", "bev_focal_px", "trust_spread_m",
+                         "trust_min_frames", "max_odom_gap_s")
 VEHICLE_MODALITIES = ("ground", "panorama")
 
 
@@ -152,7 +152,8 @@ def status_values(status: dict[str, Any]) -> dict[str, str]:
     ``coasting``: the last fix was kept on odometry through a weak frame that continued the previous view;
     ``sustained_evidence``: the last frame was trusted (or not held against the track) on a run of moderately fitting
     frames, each continuing the one before; ``lookalike_plants``: look-alike places of places the map search
-    confirmed that were given particles.
+    confirmed that were given particles; ``odd_frames``: frames held back as odd (neither fitting the track nor
+    continuing the previous view) that the next frame showed to be spoilt, not a teleport.
     """
     names = {"n_particles": "particles", "n_modes": "modes", "top_mode_weight": "top_mode_weight",
              "spread_m": "spread_m", "appearance_z": "appearance_z", "locked": "locked",
@@ -164,7 +165,7 @@ def status_values(status: dict[str, Any]) -> dict[str, str]:
              "along_road_best_offset_m": "along_road_best_offset_m", "along_road_margin": "along_road_margin",
              "ground_flagged_share": "ground_flagged_share", "ground_masked": "ground_masked",
              "coasting": "coasting", "sustained_evidence": "sustained_evidence",
-             "lookalike_plants": "lookalike_plants"}
+             "lookalike_plants": "lookalike_plants", "odd_frames": "odd_frames"}
     out = {}
     for key, name in names.items():
         if key not in status:
