@@ -55,7 +55,7 @@ def test_vehicle_parameters_reach_the_vehicle_config():
 def test_max_body_tilt_decides_whether_the_odometry_attitude_is_used(limit, used):
     """A 10 deg body pitch from the odometry is projected with under the default limit, and refused (mounting pitch
     alone, with the reason) under max_body_tilt_deg 8."""
-    cfg = dataclasses.replace(VehicleConfig(), max_body_tilt_deg=limit)
+    cfg = dataclasses.replace(VehicleConfig(), max_body_tilt_deg=limit, road_tilt_tau_s=0.0)  # the attitude as is
     loc = VehicleLocalizer(None, None, cfg)  # no embedding: neither backend nor index is touched here
     for k in range(5):
         assert loc.on_odometry(OdometrySample(0.1 * k, 5.0, 0.0, 0.05, 0.005, pitch_deg=10.0, roll_deg=1.0)) is None

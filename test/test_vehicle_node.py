@@ -179,7 +179,9 @@ def test_odometry_attitude_reaches_the_localizer_and_its_diagnostics(drive):
         assert res.hypotheses
         assert d["along_road_state"] == "unknown"  # anchored by GPS: no map search to check along the road
         if att is not None:
-            assert d["attitude"] == "odometry" and (d["body_pitch_deg"], d["body_roll_deg"]) == ("1.80", "-0.70")
+            # a steady attitude is the road's tilt (road_tilt_tau_s): the body sits level on a tilted road
+            assert d["attitude"] == "odometry" and (d["road_grade_deg"], d["road_camber_deg"]) == ("1.80", "-0.70")
+            assert (d["body_pitch_deg"], d["body_roll_deg"]) == ("0.00", "0.00")
             # the first frame has no previous view to check the ground against
             assert (d["ground_flagged_share"], d["ground_masked"]) == ("nan", "false")
         else:
