@@ -8,7 +8,8 @@ over the drive:
 * **appearance**: each frame's ground surface is projected to a bird's-eye view (BEV) with the camera height
   and tilt (a forward pinhole camera, or the lower half of an equirectangular panorama, i.e. a polar
   transform; the tilt is the configured mounting pitch plus the body pitch / roll the odometry reports at the
-  frame, an IMU's attitude, or the mounting pitch alone, with a diagnostic, when it reports none) and
+  frame, an IMU's attitude less the road's own tilt (its slow part: a hill's grade, a lane's camber,
+  ``road_tilt_tau_s``), or the mounting pitch alone, with a diagnostic, when it reports none) and
   correlated (normalised cross-correlation, NCC, of both high-passed at 2 m) against the satellite imagery at
   every particle's pose, which pins metric position *and* heading. Optionally the frame's GLEAM-C embedding is
   compared with the embedding of the 50 m north-up satellite crop (:data:`~.preprocess.GROUND_TILE_M`)
@@ -41,7 +42,9 @@ over the drive:
   elsewhere: the filter coasts on odometry, its spread grows, and it withholds fixes; it keeps the fix only while
   each weak view continues the one before where the odometry puts it (``coast_distance_m``: a teleport breaks that
   continuity), or while a run of such views, taken while driving, fits moderately but steadily
-  (``sustained_evidence``). The road pitch is learned on while the track is suspect. A kidnap (the car was
+  (``sustained_evidence``). A single frame that neither fits the track nor continues the previous view is held
+  back without a fix until the next frame shows whether it was spoilt or the first after a teleport
+  (``odd_frame_check``). The road pitch is learned on while the track is suspect. A kidnap (the car was
   teleported, or the map disagrees) is declared only on evidence against the track: frames that fit it no better
   than random places, or odometry that drives it off the roads, over ``kidnap_distance_m`` of driving with no
   strong frame between. Half the particles are then re-spread over the map; when the search converges on the
@@ -1685,6 +1688,7 @@ class VehicleLocalizer:
             self.w, self.s = w_before, s_before
             self._modes = self._find_modes()
             top = self._modes[0]
+            tight = top.weight >= cfg.trust_mode_weight and top.spread_m <= cfg.trust_spread_m
             self._prev_bev = prev_bev
             self._odd_segs = self._last_segs
         evidence = informative and not odd  # the frame counts as evidence for or against the track
