@@ -1,11 +1,11 @@
 """Two identical places: does the vehicle localizer's map search ever trust the wrong copy?
 
-Builds ``test/test_vehicle.py``'s twin world (:func:`~gleam_ros.core.sim.drive.twin_world` of the 300 m
-procedural world of seed 3: its west half pasted over its east half, imagery and roads, indexed with the ImageNet
-encoder), drives the car in the west half (autumn, 90 deg 240x180 camera at 2 fps, no GPS: a cold start) and runs
-the filter for several filter seeds. Per seed it prints the trusted fixes at the car and at the copy 150 m away
-(false fixes, > 25 m), the first false one, the look-alike places planted and the last frame's reason; then the
-totals. ``--lookalikes 0`` turns the look-alike search off (``VehicleConfig.lookalikes``) for the comparison.
+Builds ``test/test_vehicle.py``'s twin world (the 300 m procedural world of seed 3 whose west half is pasted over
+its east half, imagery and roads, indexed with the ImageNet encoder), drives the car in the west half (autumn,
+90 deg 240x180 camera at 2 fps, no GPS: a cold start) and runs the filter for several filter seeds. Per seed it
+prints the trusted fixes at the car and at the copy 150 m away (false fixes, > 25 m), the first false one, the
+look-alike places planted and the last frame's reason; then the totals. ``--lookalikes 0`` turns the look-alike
+search off (``VehicleConfig.lookalikes``) for the comparison.
 
 Usage (from the repository root):
     python tools/vehicle_twins.py [--duration 12] [--seeds 0-7] [--lookalikes 2]
@@ -26,10 +26,11 @@ from gleam_ros.core.camera import CameraIntrinsics  # noqa: E402
 from gleam_ros.core.encoder import TorchBackend  # noqa: E402
 from gleam_ros.core.geo import distance_m  # noqa: E402
 from gleam_ros.core.index import TileIndex  # noqa: E402
-from gleam_ros.core.sim.drive import simulate_drive, twin_world  # noqa: E402
+from gleam_ros.core.maps import map_from_array  # noqa: E402
+from gleam_ros.core.sim.drive import simulate_drive  # noqa: E402
 from gleam_ros.core.sim.world import WorldConfig, make_world  # noqa: E402
 from gleam_ros.core.tiles import TileSpec, iter_tiles  # noqa: E402
-from gleam_ros.core.vehicle import VehicleConfig, VehicleLocalizer  # noqa: E402
+from gleam_ros.core.vehicle import RoadLayer, VehicleConfig, VehicleLocalizer  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,14 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = replace(VehicleConfig(n_particles=500, n_particles_global=2500), lookalikes=a.lookalikes)
     world = make_world(WorldConfig(seed=3, size_m=300.0, gsd_m=0.5, season="summer"))
     backend = TorchBackend(threads=1)
-    tw = twin_world(world)
-    twins = TileIndex.build(iter_tiles(tw.reference, TileSpec(size_m=100.0, overlap=0.5, gsd_m=0.5)), backend,
-                            progress=False)
+    half = world.shape[1] // 2
+    sat = world.satellite.copy()
+    sat[:, half:2 * half] = sat[:, :half]
+    road = RoadLayer.from_world(world).mask.copy()
+    road[:, half:2 * half] = road[:, :half]
+    twins = TileIndex.build(iter_tiles(map_from_array(sat, world.crs, world.transform, name="twins"),
+                                       TileSpec(size_m=100.0, overlap=0.5, gsd_m=0.5)), backend, progress=False)
+    x0 = world.transform.c
+    region = (x0 + 25.0, world.bounds()[1] + 25.0, x0 + half * 0.5 - 30.0, world.bounds()[3] - 25.0)
     frames, odom = simulate_drive(world, duration_s=a.duration, fps=2.0, modality="ground", intr=intr, rng=2,
-                                  region=tw.region, season="autumn")
+                                  region=region, season="autumn")
     runs_false = 0
     for seed in seed_list(a.seeds):
-        loc = VehicleLocalizer(backend, twins, cfg, roads=tw.roads, seed=seed)
+        loc = VehicleLocalizer(backend, twins, cfg, roads=RoadLayer(road, world.crs, world.transform), seed=seed)
         k, good, false, first_false, reason = 0, 0, 0, math.nan, ""
         for f in frames:
             while k < len(odom) and odom[k].t <= f.t:

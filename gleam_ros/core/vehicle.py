@@ -1469,7 +1469,7 @@ class VehicleLocalizer:
             return
         if self._good_run <= 1:  # no confirmation run, or a new one
             self._reset_along_road()
-        tight = self._tight(top)
+        tight = top.weight >= cfg.trust_mode_weight and top.spread_m <= cfg.trust_spread_m
         if self._good_run == 0 or bev is None or not tight:  # only a place that could be locked now is profiled
             return
         cx, cy, axis = self._mode_axis(top)
@@ -1665,7 +1665,7 @@ class VehicleLocalizer:
         t1 = time.perf_counter()
         self._modes = self._find_modes()
         top = self._modes[0]
-        tight = self._tight(top)
+        tight = top.weight >= cfg.trust_mode_weight and top.spread_m <= cfg.trust_spread_m
         z_now = self._evidence_z(bev, ncc, top, temp) if informative else math.nan
         self._z_now = z_now
         self._road_share = road_share
@@ -1688,7 +1688,7 @@ class VehicleLocalizer:
             self.w, self.s = w_before, s_before
             self._modes = self._find_modes()
             top = self._modes[0]
-            tight = self._tight(top)
+            tight = top.weight >= cfg.trust_mode_weight and top.spread_m <= cfg.trust_spread_m
             self._prev_bev = prev_bev
             self._odd_segs = self._last_segs
         evidence = informative and not odd  # the frame counts as evidence for or against the track
@@ -1944,11 +1944,6 @@ class VehicleLocalizer:
         cfg = self.cfg
         return self._good_run >= cfg.relock_frames or (
             self._good_run >= cfg.trust_min_frames and self._run_z >= cfg.relock_frames * cfg.trust_z)
-
-    def _tight(self, md: _Mode) -> bool:
-        """Whether a mode holds nearly all the weight and is tight enough to trust (``trust_mode_weight``,
-        ``trust_spread_m``)."""
-        return md.weight >= self.cfg.trust_mode_weight and md.spread_m <= self.cfg.trust_spread_m
 
     @staticmethod
     def _dist_m(a: _Mode, b: _Mode) -> float:

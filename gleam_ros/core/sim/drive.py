@@ -32,8 +32,8 @@ from ..errors import ConfigError
 from ..geo import heading_diff_deg as heading_diff
 from ..vehicle import OdometrySample, RoadLayer
 
-__all__ = ["DriveFrame", "DriveRealism", "OdomNoise", "OdometrySample", "RoadGrid", "TwinWorld", "integrate_odometry",
-           "odometry_from_truth", "plan_drive", "simulate_drive", "twin_world"]
+__all__ = ["DriveFrame", "DriveRealism", "OdomNoise", "OdometrySample", "RoadGrid", "integrate_odometry", "odometry_from_truth",
+           "plan_drive", "simulate_drive"]
 
 
 @dataclass(frozen=True)
@@ -485,37 +485,6 @@ def integrate_odometry(samples: list[OdometrySample], x0: float, y0: float, head
             y += s.v_mps * dt * math.cos(hm)
             h -= s.yaw_rate_rps * dt
     return out
-
-
-@dataclass(frozen=True)
-class TwinWorld:
-    """Two identical places (:func:`twin_world`): ``reference`` (the satellite imagery with the world's west half
-    pasted over its east half, an in-memory GeoMap), ``roads`` (the road layer likewise), ``region`` (a drive
-    region inside the west half, for :func:`simulate_drive`) and ``offset_m`` (how far east the copy lies)."""
-
-    reference: object
-    roads: RoadLayer
-    region: tuple[float, float, float, float]
-    offset_m: float
-
-
-def twin_world(world, margin_m: float = 25.0) -> TwinWorld:
-    """``world`` with its west half repeated in its east half, imagery and roads: a street that exists twice on the
-    map, the case where a localizer must keep two modes and publish no fix (the twin tests and
-    ``tools/vehicle_twins.py``). The drive region keeps ``margin_m`` from the world's edges and 30 m from the seam
-    (the camera's view must not reach the other copy)."""
-    from ..maps import map_from_array
-
-    half = world.shape[1] // 2
-    sat = world.satellite.copy()
-    sat[:, half:2 * half] = sat[:, :half]
-    road = RoadLayer.from_world(world).mask.copy()
-    road[:, half:2 * half] = road[:, :half]
-    gsd = float(world.transform.a)
-    x0 = world.transform.c
-    region = (x0 + margin_m, world.bounds()[1] + margin_m, x0 + half * gsd - 30.0, world.bounds()[3] - margin_m)
-    return TwinWorld(map_from_array(sat, world.crs, world.transform, name="twins"),
-                     RoadLayer(road, world.crs, world.transform), region, half * gsd)
 
 
 def simulate_drive(world, duration_s: float = 120.0, fps: float = 2.0, odom_hz: float = 20.0,
